@@ -1,0 +1,13 @@
+"""The two kinds of failure a job can have. Which one it is decides retry or dead letter."""
+
+
+class TransientError(Exception):
+    """The cause should go away by itself (a timeout, a 503, a lock): retry with backoff."""
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (bad input, a missing record): dead-letter the job now.
+
+    Any exception that is not transient is treated as permanent; raise this one to say so
+    explicitly, or to stop a retry of an exception that a task lists in ``autoretry_for``.
+    """

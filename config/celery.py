@@ -1,0 +1,37 @@
+"""The Celery application: configured from Django settings, tasks from every module in tasks/.
+
+Run a worker with ``celery -A config worker``; ``bin/`` holds the exact commands the Procfile uses.
+"""
+
+from __future__ import annotations
+
+import logging.config
+import os
+import pkgutil
+from typing import Any
+
+from celery import Celery, signals
+from django.conf import settings
+
+import tasks
+from config import queues
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("config", task_cls="app.jobs:Job")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# Every module in tasks/ is imported by workers: adding a file there is all it takes.
+app.conf.imports = [f"tasks.{module.name}" for module in pkgutil.iter_modules(tasks.__path__)]
+
+
+@signals.setup_logging.connect
+def use_django_logging(**kwargs: Any) -> None:
+    """Workers and beat log with Django's LOGGING (task id, name and attempt on every line)."""
+    logging.config.dictConfig(settings.LOGGING)
+
+
+@signals.celeryd_after_setup.connect
+def declare_dead_letter_queues(sender: str, instance: Any, **kwargs: Any) -> None:
+    """Declare every <queue>.dead before this worker takes its first message."""
+    with app.connection_for_write() as connection:
+        queues.declare_dead_letter_queues(connection)

@@ -1,0 +1,59 @@
+"""Log configuration: one line per event, with the job it belongs to.
+
+Every record gets ``task_id``, ``task`` and ``attempt`` from the Celery task running in this
+thread or process (``-`` outside a task), so ``grep task_id=<id>`` finds a job's whole story across
+the web, the worker and its retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import current_task
+
+
+class TaskContextFilter(logging.Filter):
+    """Adds the current task's id, name and attempt number to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        task = current_task._get_current_object() if current_task else None
+        request = getattr(task, "request", None)
+        task_id = getattr(request, "id", None) if request else None
+        if task is not None and task_id:
+            record.task_id = task_id
+            record.task = task.name
+            record.attempt = (request.retries or 0) + 1
+        else:
+            record.task_id = record.task = record.attempt = "-"
+        return True
+
+
+FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s [%(processName)s] "
+    "task_id=%(task_id)s task=%(task)s attempt=%(attempt)s %(message)s"
+)
+
+
+def logging_config(*, level: str) -> dict[str, Any]:
+    """The ``LOGGING`` dict for Django; Celery workers use it too (see config/celery.py)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"task_context": {"()": TaskContextFilter}},
+        "formatters": {"line": {"format": FORMAT}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "line",
+                "filters": ["task_context"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            "celery": {"level": level},
+            "django": {"level": level},
+            "amqp": {"level": "WARNING"},
+            "kombu": {"level": "WARNING"},
+        },
+    }

@@ -1,0 +1,198 @@
+"""Django and Celery settings, read from the environment (12-factor).
+
+This is the one module that reads the environment. Every variable is listed, with its default, in
+``.env.example``; a local ``.env`` is loaded when present and never overrides real environment
+variables. SQLite is used when ``DATABASE_URL`` is unset, so ``manage.py`` works with no setup.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
+
+from config import queues
+from config.logging import logging_config
+from config.sentry import init_sentry
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(BASE_DIR / ".env", override=False)
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use 1/0, true/false)")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name) or str(default)
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+# --- Django -------------------------------------------------------------------------------------
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# The fallback key starts with "django-insecure-", so `check --deploy` flags it (security.W009).
+SECRET_KEY = env("DJANGO_SECRET_KEY", "django-insecure-local-development-only")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not memory, so worker processes started by the tests see the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# Production hardening; `manage.py check --deploy` is clean when DJANGO_DEBUG is off and a real
+# DJANGO_SECRET_KEY is set. Behind a TLS-terminating proxy, set DJANGO_SECURE_PROXY_SSL_HEADER=1.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 60 * 60 * 24 * 365)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Celery (read by config/celery.py through the CELERY_ namespace) ----------------------------
+# Every name here is checked against celery/app/defaults.py of the installed version (5.7).
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# Publisher confirms: apply_async returns only once RabbitMQ has the message.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# Keep retrying the broker when a process starts before RabbitMQ (compose, reboots).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# JSON only: pickle deserialisation would run code sent by anyone who can publish.
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Job outcomes are tracked by the template's own records, not by a Celery result backend.
+CELERY_TASK_IGNORE_RESULT = True
+# Ack after the task ran, so a crash mid-task leaves the message to be delivered again.
+CELERY_TASK_ACKS_LATE = True
+# ...even when the pool child is killed (SIGKILL, OOM): requeue instead of ack.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# ...but as a counted retry, so a job that always kills its worker ends dead, not in a loop.
+CELERY_TASK_RETRY_ON_WORKER_LOST = True
+# A failed job is rejected without requeue, so RabbitMQ dead-letters it to <queue>.dead.
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
+# Unacked messages are requeued by RabbitMQ on connection loss; stop their copies here too.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# One message per pool slot: long jobs are not hoarded by a busy worker. Procfile workers tune it.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Time limits: the soft one raises SoftTimeLimitExceeded in the task (a failure -> dead letter);
+# the hard one kills the child. Both stay under RabbitMQ's 30-minute consumer_timeout.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
+# Our worker consumer dead-letters messages whose body cannot be decoded (Celery acks them).
+CELERY_WORKER_CONSUMER = "app.consumer:DeadLetteringConsumer"
+# Logging is configured by Django's LOGGING (config/logging.py), not replaced by Celery.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Flower and `celery events` see a task as soon as it is published.
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_QUEUES = queues.TASK_QUEUES
+CELERY_TASK_ROUTES = queues.TASK_ROUTES
+CELERY_TASK_DEFAULT_QUEUE = queues.DEFAULT_QUEUE
+CELERY_TASK_DEFAULT_EXCHANGE = queues.TASK_EXCHANGE.name
+CELERY_TASK_DEFAULT_ROUTING_KEY = queues.DEFAULT_QUEUE
+# A route to a queue missing from config/queues.py is a mistake, not a queue to invent.
+CELERY_TASK_CREATE_MISSING_QUEUES = False
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Logging and errors -------------------------------------------------------------------------
+LOG_LEVEL = env("LOG_LEVEL", "INFO")
+LOGGING = logging_config(level=LOG_LEVEL)
+
+SENTRY_DSN = env("SENTRY_DSN")
+init_sentry(
+    dsn=SENTRY_DSN,
+    environment=env("SENTRY_ENVIRONMENT", "development" if DEBUG else "production"),
+    traces_sample_rate=float(env("SENTRY_TRACES_SAMPLE_RATE", "0") or 0),
+)
+
