@@ -19,6 +19,7 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import Task
+from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
 from app.errors import PermanentError, TransientError
@@ -27,21 +28,30 @@ logger = logging.getLogger(__name__)
 
 
 class JobRequest(Request):
-    """Dead-letters a job killed by its hard time limit.
+    """The worker's view of one message: logs dead-lettering, and dead-letters hard time-outs.
 
-    Celery requeues such a message (or acks it, losing it, with ``acks_on_timeout``); requeued,
-    it would hit the same limit forever. The soft limit, which the task can catch, comes first.
+    Celery requeues a job killed by its hard time limit (or acks it, losing it, with
+    ``acks_on_timeout``); requeued, it would hit the same limit forever. The soft limit, which
+    the task can catch and clean up after, comes first.
     """
 
-    _hard_time_limit_hit = False
+    _timed_out = False
+
+    def on_failure(self, exc_info: ExceptionInfo, *args: Any, **kwargs: Any) -> None:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)  # ExceptionWithTraceback
+        self._timed_out = isinstance(exc, TimeLimitExceeded)
+        super().on_failure(exc_info, *args, **kwargs)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
-        if not soft:
-            self._hard_time_limit_hit = True
+        self._timed_out = self._timed_out or not soft
         super().on_timeout(soft, timeout)
 
     def reject(self, requeue: bool = False) -> None:
-        super().reject(requeue=requeue and not self._hard_time_limit_hit)
+        requeue = requeue and not self._timed_out
+        if not requeue and not self.acknowledged:
+            queue = self.delivery_info.get("routing_key", "?")
+            logger.error("%s[%s] dead-lettered to %s.dead", self.name, self.id, queue)
+        super().reject(requeue=requeue)
 
 
 class Job(Task):
@@ -58,19 +68,10 @@ class Job(Task):
     retry_backoff_max = 600  # stays well under RabbitMQ's 30-minute consumer_timeout
     retry_jitter = True
     max_retries = 10
+    #: Delay of a plain ``self.retry()`` and of the retry after a worker process was lost.
+    default_retry_delay = 5
 
     def on_retry(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
     ) -> None:
         logger.warning("transient failure, will retry: %s: %s", type(exc).__name__, exc)
-
-    def on_failure(
-        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
-    ) -> None:
-        queue = (self.request.delivery_info or {}).get("routing_key", "?")
-        logger.error(
-            "job failed for good, dead-lettered to %s.dead: %s: %s",
-            queue,
-            type(exc).__name__,
-            exc,
-        )

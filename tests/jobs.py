@@ -1,0 +1,80 @@
+"""Jobs for the tests: each appends what it did to a file, so a test can see every attempt.
+
+Workers started by the tests import this module with ``--include tests.jobs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from app.errors import PermanentError, TransientError
+
+
+def note(path: str, event: str, task: Task, **extra: Any) -> None:
+    line = {
+        "event": event,
+        "task_id": task.request.id,
+        "attempt": task.request.retries + 1,
+        "pid": os.getpid(),
+        "at": time.time(),
+        **extra,
+    }
+    with open(path, "a") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+@shared_task(bind=True)
+def record(self: Task, path: str, sleep: float = 0.0) -> None:
+    note(path, "start", self)
+    time.sleep(sleep)
+    note(path, "done", self)
+
+
+# Named inside tasks.images.*, so config/queues.py routes it to the images queue.
+@shared_task(bind=True, name="tasks.images.probe_for_tests")
+def images_probe(self: Task, path: str) -> None:
+    note(path, "done", self)
+
+
+# No jitter, so the delays are exactly 1 s, 2 s, 4 s... and the test can check they grow.
+@shared_task(bind=True, retry_jitter=False, max_retries=3)
+def flaky(self: Task, path: str, failures: int) -> None:
+    note(path, "start", self)
+    if self.request.retries < failures:
+        raise TransientError(f"attempt {self.request.retries + 1} fails")
+    note(path, "done", self)
+
+
+@shared_task(bind=True, retry_jitter=False, max_retries=1)
+def always_transient(self: Task, path: str) -> None:
+    note(path, "start", self)
+    raise TransientError("the remote end is still down")
+
+
+@shared_task(bind=True)
+def permanent(self: Task, path: str) -> None:
+    note(path, "start", self)
+    raise PermanentError("this input can never work")
+
+
+@shared_task(bind=True, max_retries=1, default_retry_delay=0)
+def kill_own_process(self: Task, path: str) -> None:
+    note(path, "start", self)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(bind=True, soft_time_limit=1, time_limit=2)
+def ignores_soft_time_limit(self: Task, path: str) -> None:
+    note(path, "start", self)
+    try:
+        time.sleep(10)
+    except SoftTimeLimitExceeded:
+        note(path, "soft-limit", self)
+        time.sleep(10)

@@ -1,0 +1,180 @@
+"""Helpers for tests that use the real RabbitMQ and real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import connection
+from kombu import Connection
+from kombu.message import Message
+
+from config import queues
+from config.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], *, timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+class Broker:
+    """The test vhost: publish raw messages, count and read queues."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def connection(self) -> Connection:
+        return Connection(self.url)
+
+    def reset(self) -> None:
+        """Declare every queue of config/queues.py, empty."""
+        with self.connection() as conn:
+            channel = conn.default_channel
+            for queue in (*queues.TASK_QUEUES, *queues.DEAD_QUEUES):
+                bound = queue(channel)
+                bound.declare()
+                bound.purge()
+
+    def depth(self, queue: str) -> int:
+        with self.connection() as conn:
+            return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
+
+    def get(self, queue: str) -> Message | None:
+        """Take one message off ``queue`` (acknowledged), or None when it is empty."""
+        with self.connection() as conn:
+            message = conn.default_channel.basic_get(queue, no_ack=True)
+            return message
+
+    def publish_raw(
+        self, body: bytes, *, queue: str, content_type: str, headers: dict[str, Any]
+    ) -> None:
+        """Publish bytes as they are, the way a buggy or hostile producer could."""
+        with self.connection() as conn:
+            conn.Producer().publish(
+                body,
+                exchange=queues.TASK_EXCHANGE.name,
+                routing_key=queue,
+                content_type=content_type,
+                content_encoding="utf-8" if "json" in content_type else "binary",
+                headers=headers,
+                delivery_mode=2,
+            )
+
+
+def database_url() -> str:
+    """The URL of the database the tests run on, for worker processes."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Worker:
+    """A real ``celery worker`` process, as the Procfile runs it, plus the test jobs module."""
+
+    def __init__(self, process: subprocess.Popen[bytes], hostname: str, log: Path) -> None:
+        self.process = process
+        self.hostname = hostname
+        self.log = log
+
+    def ping(self) -> bool:
+        replies = celery_app.control.ping(destination=[self.hostname], timeout=0.5)
+        return any(self.hostname in reply for reply in replies)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool), like an OOM killer or a power cut."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+
+@contextmanager
+def running_worker(
+    *,
+    queues_: str = "default",
+    pool: str = "prefork",
+    concurrency: int = 2,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[Worker]:
+    hostname = f"test-{uuid.uuid4().hex[:8]}@%h"
+    log = log_dir / f"worker-{hostname.split('@')[0]}.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", "config", "worker",
+        "--hostname", hostname, "--queues", queues_,
+        "--pool", pool, "--concurrency", str(concurrency),
+        "--include", "tests.jobs", "--without-mingle", "--without-gossip",
+        "--loglevel", "INFO", *extra_args,
+    ]  # fmt: skip
+    process_env = {
+        **os.environ,
+        "CELERY_BROKER_URL": celery_app.conf.broker_url,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
+        **(env or {}),
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=process_env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    worker = Worker(process, hostname.replace("%h", os.uname().nodename), log)
+    try:
+        wait_for(
+            lambda: worker.process.poll() is not None or worker.ping(),
+            timeout=30,
+            what=f"worker {worker.hostname} to answer a ping",
+        )
+        if worker.process.poll() is not None:
+            raise AssertionError(f"worker exited at start:\n{worker.output()}")
+        yield worker
+    except BaseException:
+        print(f"--- worker log {log} ---\n{worker.output()[-20000:]}")
+        raise
+    finally:
+        worker.stop()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The lines test jobs appended to ``path`` (see tests/jobs.py)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,47 @@
+"""Jobs reach the queue config/queues.py routes them to, and a worker of that queue runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import queues
+from config.celery import app as celery_app
+from tests.support import Broker, read_events, running_worker, wait_for
+
+
+@pytest.mark.parametrize(("pattern", "queue"), sorted(queues.ROUTES.items()))
+def test_each_route_lands_in_its_queue(broker: Broker, pattern: str, queue: str) -> None:
+    celery_app.send_task(pattern.replace("*", "anything"), kwargs={})
+    assert broker.depth(queue) == 1
+    others = [name for name in queues.QUEUES if name != queue]
+    assert all(broker.depth(name) == 0 for name in others)
+
+
+def test_unrouted_tasks_go_to_default(broker: Broker) -> None:
+    celery_app.send_task("tasks.example.say_hello", kwargs={"name": "x"})
+    assert broker.depth("default") == 1
+
+
+def test_queues_are_durable_with_their_dead_letter_route(broker: Broker) -> None:
+    for queue in queues.TASK_QUEUES:
+        assert queue.durable
+        assert queue.queue_arguments == {
+            "x-dead-letter-exchange": "dead",
+            "x-dead-letter-routing-key": queue.name,
+        }
+
+
+@pytest.mark.slow
+def test_a_worker_of_the_routed_queue_runs_the_job(
+    broker: Broker, events: Path, tmp_path: Path
+) -> None:
+    result = celery_app.send_task("tasks.images.probe_for_tests", kwargs={"path": str(events)})
+    assert broker.depth("images") == 1
+    # A worker of other queues leaves it alone...
+    with running_worker(queues_="default,email,api", pool="threads", log_dir=tmp_path):
+        with running_worker(queues_="images,exports", log_dir=tmp_path):
+            done = wait_for(lambda: read_events(events), what="the images job to run")
+    assert [e["task_id"] for e in done] == [result.id]
+    assert broker.depth("images") == 0
