@@ -21,7 +21,7 @@ def broker_error(timeout: float = 2.0) -> str | None:
     """None when RabbitMQ accepts a connection within ``timeout`` seconds, else what went wrong."""
     try:
         with celery_app.connection_for_write(connect_timeout=timeout) as conn:
-            conn.connect()
+            conn.ensure_connection(max_retries=0)  # one try: a probe must not wait
     except Exception as exc:  # any failure means "down"; the message says which
         return f"{type(exc).__name__}: {exc}"
     return None

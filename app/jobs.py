@@ -57,7 +57,7 @@ class JobRequest(Request):
 class Job(Task):
     """Project defaults for retries and dead-lettering; see the module docstring."""
 
-    Request = JobRequest
+    Request = "app.jobs:JobRequest"
 
     #: Transient failures. Builtin ConnectionError and TimeoutError cover sockets and most clients.
     autoretry_for: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)

@@ -17,12 +17,10 @@ class TaskContextFilter(logging.Filter):
     """Adds the current task's id, name and attempt number to every log record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        task = current_task._get_current_object() if current_task else None
-        request = getattr(task, "request", None)
-        task_id = getattr(request, "id", None) if request else None
-        if task is not None and task_id:
-            record.task_id = task_id
-            record.task = task.name
+        request = current_task.request if current_task else None  # the proxy is falsy outside
+        if request is not None and request.id:
+            record.task_id = request.id
+            record.task = current_task.name
             record.attempt = (request.retries or 0) + 1
         else:
             record.task_id = record.task = record.attempt = "-"

@@ -1,4 +1,4 @@
-"""Sentry: initialised with its Django and Celery integrations when SENTRY_DSN is set, else not at all."""
+"""Sentry, with its Django and Celery integrations when SENTRY_DSN is set; else not at all."""
 
 from __future__ import annotations
 

@@ -25,10 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         config._test_vhost = vhost  # type: ignore[attr-defined]
         url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    from config.celery import app as celery_app
-
-    os.environ["CELERY_BROKER_URL"] = url  # for processes the tests start
-    celery_app.conf.broker_url = url  # for this one
+    # Celery reads this variable before its settings: it points this process and every
+    # process the tests start at the test vhost.
+    os.environ["CELERY_BROKER_URL"] = url
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

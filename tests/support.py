@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], *, timeout: float = 20.0, what: str = "condition") -> T:
+def wait_for(
+    check: Callable[[], T | None], *, timeout: float = 20.0, what: str = "condition"
+) -> T:
     """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -62,12 +65,14 @@ class Broker:
 
     def depth(self, queue: str) -> int:
         with self.connection() as conn:
-            return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
+            channel: Any = conn.default_channel
+            return int(channel.queue_declare(queue, passive=True).message_count)
 
     def get(self, queue: str) -> Message | None:
         """Take one message off ``queue`` (acknowledged), or None when it is empty."""
         with self.connection() as conn:
-            message = conn.default_channel.basic_get(queue, no_ack=True)
+            channel: Any = conn.default_channel
+            message: Message | None = channel.basic_get(queue, no_ack=True)
             return message
 
     def publish_raw(
@@ -104,7 +109,7 @@ class Worker:
         self.log = log
 
     def ping(self) -> bool:
-        replies = celery_app.control.ping(destination=[self.hostname], timeout=0.5)
+        replies = celery_app.control.ping(destination=[self.hostname], timeout=0.5) or []
         return any(self.hostname in reply for reply in replies)
 
     def output(self) -> str:
@@ -116,13 +121,15 @@ class Worker:
         self.process.wait(10)
 
     def stop(self) -> None:
+        """Warm shutdown, as Docker and systemd (KillMode=mixed) do it: SIGTERM to the main
+        process only, which lets running jobs finish and ack. Then clear any leftovers."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
 
 @contextmanager

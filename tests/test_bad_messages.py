@@ -6,6 +6,7 @@ import json
 import pickle
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,7 @@ def test_bad_message_is_dead_lettered_and_the_worker_carries_on(
         wait_for(lambda: len(read_events(events)) == 2, what="a good job after the bad one")
     # amqp hands utf-8 bodies back as str; either way they are the bytes that were sent.
     assert (dead.body.encode() if isinstance(dead.body, str) else dead.body) == body
-    assert dead.headers["x-death"][0]["reason"] == "rejected"
+    deaths: Any = dead.headers["x-death"]
+    assert deaths[0]["reason"] == "rejected"
     left = broker.get("default")
     assert left is None, (left.headers, left.body)

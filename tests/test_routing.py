@@ -39,9 +39,13 @@ def test_a_worker_of_the_routed_queue_runs_the_job(
 ) -> None:
     result = celery_app.send_task("tasks.images.probe_for_tests", kwargs={"path": str(events)})
     assert broker.depth("images") == 1
-    # A worker of other queues leaves it alone...
-    with running_worker(queues_="default,email,api", pool="threads", log_dir=tmp_path):
-        with running_worker(queues_="images,exports", log_dir=tmp_path):
-            done = wait_for(lambda: read_events(events), what="the images job to run")
+    # With a worker of the other queues running too, only the images worker may take it.
+    with (
+        running_worker(queues_="default,email,api", pool="threads", log_dir=tmp_path) as io,
+        running_worker(queues_="images,exports", log_dir=tmp_path) as cpu,
+    ):
+        done = wait_for(lambda: read_events(events), what="the images job to run")
+        io_log, cpu_log = io.output(), cpu.output()
+    assert result.id in cpu_log and result.id not in io_log
     assert [e["task_id"] for e in done] == [result.id]
     assert broker.depth("images") == 0

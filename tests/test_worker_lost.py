@@ -58,3 +58,14 @@ def test_a_job_that_always_kills_its_worker_ends_dead_not_in_a_loop(
         assert worker.ping()  # the worker replaced its child and carries on
     assert message.headers["id"] == result.id
     assert len(started(events)) == 2  # first run plus max_retries=1
+
+
+def test_a_worker_stopped_for_a_deploy_finishes_its_job_and_acks_it(
+    broker: Broker, events: Path, tmp_path: Path
+) -> None:
+    with running_worker(log_dir=tmp_path):
+        jobs.record.delay(str(events), sleep=2)
+        wait_for(lambda: started(events), what="the job to start")
+    # Leaving the block sent SIGTERM to the worker's main process (a warm shutdown).
+    assert len(started(events)) == 1 and len(finished(events)) == 1
+    assert broker.depth("default") == 0 and broker.depth("default.dead") == 0

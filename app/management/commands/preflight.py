@@ -28,5 +28,7 @@ class Command(BaseCommand):
             raise CommandError(HOW_TO_START_RABBITMQ.format(url=url, error=error))
         error = database_error()
         if error:
-            raise CommandError(f"The database is not reachable: {error}\nCheck DATABASE_URL in .env.")
+            raise CommandError(
+                f"The database is not reachable: {error}\nCheck DATABASE_URL in .env."
+            )
         self.stdout.write("preflight: database and RabbitMQ are reachable")
