@@ -27,9 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def wait_for(
-    check: Callable[[], T | None], *, timeout: float = 20.0, what: str = "condition"
-) -> T:
+def wait_for(check: Callable[[], T | None], *, timeout: float = 20.0, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
