@@ -174,8 +174,8 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 CELERY_WORKER_CONSUMER = "app.consumer:DeadLetteringConsumer"
 # Logging is configured by Django's LOGGING (config/logging.py), not replaced by Celery.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Flower and `celery events` see a task as soon as it is published.
-CELERY_TASK_SEND_SENT_EVENT = True
+# Task events (for Flower) are switched on by Flower itself while it runs; task-sent events are
+# left off: each would be one more confirmed publish on the web request's path.
 CELERY_TASK_QUEUES = queues.TASK_QUEUES
 CELERY_TASK_ROUTES = queues.TASK_ROUTES
 CELERY_TASK_DEFAULT_QUEUE = queues.DEFAULT_QUEUE
