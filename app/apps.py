@@ -1,8 +1,17 @@
+import importlib
+
 from django.apps import AppConfig
+
+from config.celery import app as celery_app
 
 
 class JobsAppConfig(AppConfig):
-    """The engine tasks plug into: base job class, worker consumer, health checks, commands."""
+    """The engine tasks plug into: base job class, records, outbox, consumer, health, commands."""
 
     name = "app"
     verbose_name = "Jobs"
+
+    def ready(self) -> None:
+        # Every process (web too) knows every task, so job_enqueue can refuse unknown names.
+        for module in celery_app.conf.imports:
+            importlib.import_module(module)

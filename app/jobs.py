@@ -19,9 +19,10 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import Task
-from celery.exceptions import TimeLimitExceeded
+from celery.exceptions import Ignore, TimeLimitExceeded
 from celery.worker.request import Request
 
+from app import records
 from app.errors import PermanentError, TransientError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,44 @@ class Job(Task):
     #: Delay of a plain ``self.retry()`` and of the retry after a worker process was lost.
     default_retry_delay = 5
 
+    #: Keep a job record (status, progress, result) for this task: on for work a user waits for.
+    tracked = False
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        if not self.tracked:
+            return
+        started = records.record_start(
+            job_id=task_id,
+            task_name=self.name,
+            queue=(self.request.delivery_info or {}).get("routing_key", ""),
+            args=args,
+            kwargs=kwargs,
+            correlation_id=getattr(self.request, "correlation_id", None) or "",
+        )
+        if not started:
+            logger.info("job already ended; redelivered message acknowledged and skipped")
+            raise Ignore()
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        if self.tracked:
+            records.record_succeed(job_id=task_id, result=retval)
+
     def on_retry(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
     ) -> None:
         logger.warning("transient failure, will retry: %s: %s", type(exc).__name__, exc)
+        if self.tracked:
+            records.record_retry(job_id=task_id, error=_error(exc), traceback=str(einfo))
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+    ) -> None:
+        if self.tracked:
+            dead = bool(self.acks_late and not self.acks_on_failure)
+            records.record_fail(
+                job_id=task_id, error=_error(exc), traceback=str(einfo), dead=dead
+            )
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -12,6 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 SCHEDULE: dict[str, dict[str, Any]] = {
+    "jobs: relay the outbox": {
+        # Publishes jobs whose publish after commit failed because the broker was down.
+        "task": "tasks.maintenance.relay_outbox",
+        "every": 30,
+    },
+    "jobs: prune old records": {
+        "task": "tasks.maintenance.prune_jobs",
+        "crontab": {"minute": "17", "hour": "3"},
+    },
     "example: say hello every hour": {
         "task": "tasks.example.say_hello",
         "crontab": {"minute": "0"},

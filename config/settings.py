@@ -69,6 +69,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "app.context.CorrelationIdMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -185,6 +186,10 @@ CELERY_TASK_DEFAULT_ROUTING_KEY = queues.DEFAULT_QUEUE
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
+
+# --- Jobs (app/) -------------------------------------------------------------------------------
+# Job records, sent outbox rows and effect claims older than this are pruned by a periodic job.
+JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)
 
 # --- Logging and errors -------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO")

@@ -64,7 +64,7 @@ def test_newtask_never_overwrites(new_module_name: str) -> None:
 @pytest.mark.django_db
 def test_sync_schedule_creates_missing_entries_and_keeps_admin_edits() -> None:
     call_command("sync_schedule")
-    name = next(iter(SCHEDULE))
+    name = "example: say hello every hour"
     task = PeriodicTask.objects.get(name=name)
     assert task.task == SCHEDULE[name]["task"]
     task.enabled = False  # an operator pauses it in the admin
