@@ -43,6 +43,10 @@ class DeadLetter:
     error: str
     message: Any  # the AMQP message, still unacknowledged
 
+    def ack(self) -> None:
+        """Take the message off its dead-letter queue for good."""
+        self.message.channel.basic_ack(self.message.delivery_tag)
+
     @classmethod
     def from_message(cls, queue: str, message: Any, errors: dict[str, str]) -> DeadLetter:
         headers = message.headers or {}
@@ -167,7 +171,7 @@ def dead_letters_replay(
             else:
                 _republish(conn, letter)
                 replayed.append((letter.job_id, letter.job_id))
-            letter.message.ack()
+            letter.ack()
         for job_id in missing:
             replayed.append((job_id, _replay_record(records[job_id])))
     return replayed
@@ -192,5 +196,5 @@ def dead_letters_purge(*, queue: str | None = None, confirm: Callable[[int], boo
         if not letters or not confirm(len(letters)):
             return 0
         for letter in letters:
-            letter.message.ack()
+            letter.ack()
         return len(letters)

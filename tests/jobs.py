@@ -15,6 +15,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from app.errors import PermanentError, TransientError
+from tasks.example import ledger_credit
 
 
 def note(path: str, event: str, task: Task, **extra: Any) -> None:
@@ -78,3 +79,27 @@ def ignores_soft_time_limit(self: Task, path: str) -> None:
     except SoftTimeLimitExceeded:
         note(path, "soft-limit", self)
         time.sleep(10)
+
+
+@shared_task(bind=True, tracked=True)
+def tracked_record(self: Task, path: str, sleep: float = 0.0) -> dict[str, int]:
+    note(path, "start", self)
+    time.sleep(sleep)
+    note(path, "done", self)
+    return {"slept": int(sleep)}
+
+
+@shared_task(bind=True, tracked=True)
+def credit_then_die(self: Task, account: str, amount: int, key: str) -> bool:
+    """Commits its effect, then (first attempt only) dies before the worker can ack."""
+    applied = ledger_credit(account=account, amount=amount, key=key)
+    if self.request.retries == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return applied
+
+
+@shared_task(bind=True, tracked=True)
+def fails_until_file_exists(self: Task, path: str) -> str:
+    if not os.path.exists(path):
+        raise PermanentError(f"{path} does not exist yet")
+    return "found it"

@@ -1,0 +1,341 @@
+"""Jobs you can see, trust and repair: records, transactional enqueue, idempotency, replay.
+
+These run on the real broker and a real worker, and on PostgreSQL in CI (the relay's row locks
+need it; the tests that depend on them say so).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
+from kombu.exceptions import OperationalError
+
+from app.enqueue import EnqueueError, job_enqueue
+from app.models import ExampleLedgerEntry, JobRecord, JobStatus, OutboxMessage
+from app.outbox import outbox_relay
+from config.celery import app as celery_app
+from tests import jobs
+from tests.support import (
+    ROOT,
+    Broker,
+    BrokerProxy,
+    database_url,
+    read_events,
+    running_worker,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+postgres_only = pytest.mark.skipif(
+    os.environ.get("DATABASE_URL", "").startswith("postgres") is False,
+    reason="needs PostgreSQL (row locks, statistics); CI runs the suite on PostgreSQL",
+)
+
+
+def record(job_id: str) -> JobRecord:
+    return JobRecord.objects.get(id=job_id)
+
+
+def status_is(job_id: str, status: JobStatus) -> bool:
+    return record(job_id).status == status
+
+
+def test_a_rolled_back_transaction_publishes_nothing(broker: Broker, events: Path) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        job_enqueue(jobs.tracked_record, args=[str(events)])
+        raise RuntimeError("the view failed after enqueueing")
+    assert broker.depth("default") == 0
+    assert not JobRecord.objects.exists() and not OutboxMessage.objects.exists()
+
+
+def test_a_committed_enqueue_is_published_and_marked_sent(broker: Broker, events: Path) -> None:
+    with transaction.atomic():
+        job_id = job_enqueue(jobs.tracked_record, args=[str(events)])
+        assert broker.depth("default") == 0  # not before the commit
+    assert broker.depth("default") == 1
+    assert OutboxMessage.objects.get(task_id=job_id).sent_at is not None
+    assert record(job_id).status == JobStatus.QUEUED
+    assert record(job_id).queue == "default"
+
+
+@pytest.mark.slow
+def test_jobs_enqueued_while_the_broker_is_down_run_exactly_once_when_it_is_back(
+    broker: Broker, events: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = BrokerProxy()
+    real_url = celery_app.conf.broker_url
+    # This process (the web app) reaches RabbitMQ through the proxy; the worker does not.
+    monkeypatch.setenv("CELERY_BROKER_URL", proxy.url(real_url))
+    proxy.up()
+    try:
+        with transaction.atomic():
+            job_enqueue(jobs.record, args=[str(events)])  # connected...
+        proxy.down()  # ...and then RabbitMQ goes away
+        ids = []
+        for _ in range(1000):
+            with transaction.atomic():
+                ids.append(job_enqueue(jobs.record, args=[str(events)]))
+        assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 1000
+        with pytest.raises(OperationalError):  # the relay cannot publish either, loses nothing
+            outbox_relay()
+        assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 1000
+        proxy.up()
+        assert outbox_relay() == 1000
+    finally:
+        proxy.down()
+        monkeypatch.setenv("CELERY_BROKER_URL", real_url)
+    with running_worker(log_dir=tmp_path):
+        wait_for(lambda: len(read_events(events)) >= 2 * 1001, timeout=120, what="1001 jobs")
+        time.sleep(1)  # time for any duplicate to show up
+    done = Counter(e["task_id"] for e in read_events(events) if e["event"] == "done")
+    assert set(ids) <= set(done)
+    assert set(done.values()) == {1}, "a job ran more than once"
+
+
+def relay_process(*, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "relay_outbox", "--batch-size", "200"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+@postgres_only
+@pytest.mark.slow
+def test_two_relays_side_by_side_publish_each_row_once(broker: Broker) -> None:
+    OutboxMessage.objects.bulk_create(
+        OutboxMessage(task_id=f"00000000-0000-4000-8000-{i:012d}", task_name="tests.jobs.record")
+        for i in range(10_000)
+    )
+    env = {**os.environ, "DATABASE_URL": database_url()}
+    relays = [relay_process(env=env), relay_process(env=env)]
+    outputs = [relay.communicate(timeout=300)[0] for relay in relays]
+    assert all(relay.returncode == 0 for relay in relays), outputs
+    counts = [int(out.split("published ")[1].split()[0]) for out in outputs]
+    assert sum(counts) == 10_000 and min(counts) > 0, counts  # both worked, no row twice
+    assert broker.depth("default") == 10_000
+    assert not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+
+
+ENQUEUE_WITH_KEY = """
+import django, os, sys, time
+django.setup()
+from django.db import transaction
+from app.enqueue import job_enqueue
+import tests.jobs  # registers the test tasks, as the test worker does
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.001)
+with transaction.atomic():
+    print(job_enqueue("tests.jobs.tracked_record", args=["/dev/null"], idempotency_key="order-42"))
+"""
+
+
+@postgres_only
+def test_the_same_idempotency_key_from_two_processes_at_once_gives_one_job(
+    broker: Broker, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PYTHONPATH": str(ROOT),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", ENQUEUE_WITH_KEY, str(go)], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    time.sleep(1.5)  # both are waiting at the line
+    go.touch()
+    results = [proc.communicate(timeout=60) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), results
+    ids = {out.strip() for out, _ in results}
+    assert len(ids) == 1
+    assert JobRecord.objects.filter(idempotency_key="order-42").count() == 1
+    assert OutboxMessage.objects.count() == 1
+    assert broker.depth("default") == 1
+
+
+def test_enqueue_with_a_used_key_returns_the_first_job(broker: Broker, events: Path) -> None:
+    with transaction.atomic():
+        first = job_enqueue(jobs.tracked_record, args=[str(events)], idempotency_key="k")
+    with transaction.atomic():
+        again = job_enqueue(jobs.tracked_record, args=[str(events)], idempotency_key="k")
+    assert again == first
+    assert broker.depth("default") == 1
+
+
+@pytest.mark.slow
+def test_killed_after_its_effect_committed_the_job_runs_again_and_the_effect_happens_once(
+    broker: Broker, tmp_path: Path
+) -> None:
+    with transaction.atomic():
+        job_id = job_enqueue(jobs.credit_then_die, args=["alice", 10, "credit-1"])
+    with running_worker(log_dir=tmp_path):
+        wait_for(lambda: status_is(job_id, JobStatus.SUCCEEDED), timeout=40, what="success")
+    assert record(job_id).attempts == 2
+    assert record(job_id).result is False  # the second run found the claim and skipped
+    assert ExampleLedgerEntry.objects.filter(account="alice").count() == 1
+
+
+@pytest.mark.slow
+def test_a_redelivered_message_of_a_succeeded_job_is_acked_and_skipped(
+    broker: Broker, events: Path, tmp_path: Path
+) -> None:
+    with transaction.atomic():
+        job_id = job_enqueue(jobs.tracked_record, args=[str(events)])
+    with running_worker(log_dir=tmp_path) as worker:
+        wait_for(lambda: status_is(job_id, JobStatus.SUCCEEDED), what="success")
+        celery_app.send_task(jobs.tracked_record.name, args=[str(events)], task_id=job_id)
+        wait_for(lambda: "redelivered message acknowledged and skipped" in worker.output())
+    assert [e["event"] for e in read_events(events)] == ["start", "done"]
+    assert record(job_id).attempts == 1
+    assert broker.depth("default") == 0 and broker.depth("default.dead") == 0
+
+
+@pytest.mark.slow
+def test_progress_is_visible_while_a_million_step_job_runs_with_few_writes(
+    broker: Broker, tmp_path: Path
+) -> None:
+    def updates() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = %s",
+                [JobRecord._meta.db_table],
+            )
+            return int(cursor.fetchone()[0])
+
+    postgres = connection.vendor == "postgresql"
+    before = updates() if postgres else 0
+    with transaction.atomic():
+        job_id = job_enqueue("tasks.example.count_to", kwargs={"upto": 1_000_000})
+    seen = set()
+    with running_worker(log_dir=tmp_path):
+
+        def finished() -> bool:
+            job = record(job_id)
+            if job.status == JobStatus.STARTED:
+                seen.add(job.progress)
+            return job.status == JobStatus.SUCCEEDED
+
+        wait_for(finished, timeout=120, what="the million steps")
+    assert any(0 < p < 100 for p in seen), seen
+    assert record(job_id).result == {"counted": 1_000_000}
+    if postgres:  # statistics reach pg_stat when the worker's connections close
+        writes = wait_for(lambda: updates() - before or None, what="statistics")
+        assert writes <= 300, writes
+
+
+@pytest.mark.slow
+def test_replaying_a_dead_job_runs_it_again_linked_to_the_original(
+    broker: Broker, tmp_path: Path
+) -> None:
+    flag = tmp_path / "flag"
+    with transaction.atomic():
+        job_id = job_enqueue(jobs.fails_until_file_exists, args=[str(flag)])
+    with running_worker(log_dir=tmp_path):
+        wait_for(lambda: status_is(job_id, JobStatus.DEAD), what="the job to die")
+        assert "PermanentError" in record(job_id).error
+        wait_for(lambda: broker.depth("default.dead") == 1, what="its dead letter")
+        flag.touch()
+        call_command("jobs", "replay", job_id)
+        replay = wait_for(lambda: JobRecord.objects.filter(replay_of=job_id).first())
+        wait_for(lambda: status_is(str(replay.id), JobStatus.SUCCEEDED), what="the replay")
+    assert record(str(replay.id)).result == "found it"
+    assert record(job_id).status == JobStatus.DEAD  # the original keeps its story
+    assert broker.depth("default.dead") == 0
+
+
+def test_jobs_dead_lists_reason_and_error(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with transaction.atomic():
+        job_id = job_enqueue(jobs.fails_until_file_exists, args=[str(tmp_path / "never")])
+    with running_worker(log_dir=tmp_path):
+        wait_for(lambda: broker.depth("default.dead") == 1, what="a dead letter")
+    call_command("jobs", "dead")
+    out = capsys.readouterr().out
+    assert "default.dead: 1" in out
+    assert job_id in out and "rejected" in out and "PermanentError" in out
+    assert broker.depth("default.dead") == 1  # listing takes nothing away
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["replay", "not-a-uuid"], "'not-a-uuid' is not a job id"),
+        (["replay", "6f1c1c0e-3d5b-4a1e-9a57-1f5a5f0b1d00"], "no dead job"),
+        (["cancel", "6f1c1c0e-3d5b-4a1e-9a57-1f5a5f0b1d00"], "unknown or already ended"),
+        (["cancel", "1234"], "'1234' is not a job id"),
+        (["replay"], "name the job ids"),
+        (["dead", "--queue", "nope"], "unknown queue 'nope'"),
+    ],
+)
+def test_bad_job_ids_get_clear_errors_and_change_nothing(
+    broker: Broker, argv: list[str], message: str
+) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("jobs", *argv)
+    assert not JobRecord.objects.exists()
+    assert broker.depth("default") == 0
+
+
+def test_replaying_a_job_that_is_not_dead_is_refused(broker: Broker, events: Path) -> None:
+    with transaction.atomic():
+        job_id = job_enqueue(jobs.tracked_record, args=[str(events)])
+    with pytest.raises(CommandError, match=f"job {job_id} is queued, not dead"):
+        call_command("jobs", "replay", job_id)
+    assert JobRecord.objects.count() == 1
+    assert broker.depth("default") == 1
+
+
+@pytest.mark.slow
+def test_a_cancelled_queued_job_never_runs(broker: Broker, events: Path, tmp_path: Path) -> None:
+    with transaction.atomic():
+        job_id = job_enqueue(jobs.tracked_record, args=[str(events)])
+    call_command("jobs", "cancel", job_id)
+    assert status_is(job_id, JobStatus.CANCELLED)
+    with running_worker(log_dir=tmp_path):
+        wait_for(lambda: broker.depth("default") == 0, what="the message to be taken")
+        time.sleep(1)
+    assert read_events(events) == []
+    assert status_is(job_id, JobStatus.CANCELLED)
+
+
+def test_enqueue_refuses_unknown_tasks_and_arguments_that_are_not_json(broker: Broker) -> None:
+    with pytest.raises(EnqueueError, match="unknown task 'tasks.nope.missing'"):
+        job_enqueue("tasks.nope.missing")
+    with pytest.raises(EnqueueError, match="must be JSON values"):
+        job_enqueue(jobs.tracked_record, args=[object()])
+    with pytest.raises(EnqueueError, match="declare it with tracked=True"):
+        job_enqueue(jobs.record, args=["/dev/null"], idempotency_key="x")
+    assert not OutboxMessage.objects.exists() and broker.depth("default") == 0
+
+
+@pytest.mark.slow
+def test_pruning_deletes_old_ended_records_and_sent_rows_only(broker: Broker) -> None:
+    from tasks.maintenance import prune_jobs
+
+    with transaction.atomic():
+        old = job_enqueue(jobs.tracked_record, args=["/dev/null"])
+        recent = job_enqueue(jobs.tracked_record, args=["/dev/null"])
+    long_ago = "2000-01-01T00:00:00+00:00"
+    JobRecord.objects.filter(id__in=[old, recent]).update(status=JobStatus.SUCCEEDED)
+    JobRecord.objects.filter(id=old).update(finished_at=long_ago)
+    OutboxMessage.objects.filter(task_id=old).update(sent_at=long_ago)
+    OutboxMessage.objects.create(task_id="00000000-0000-4000-8000-000000000001", task_name="x")
+    assert prune_jobs() == {"records": 1, "outbox": 1, "claims": 0}
+    assert JobRecord.objects.filter(id=recent).exists()
+    assert not JobRecord.objects.filter(id=old).exists()
+    assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 1
