@@ -10,11 +10,16 @@ import re
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from celery import current_task
-from django.http import HttpRequest, HttpResponse
+
+if TYPE_CHECKING:  # config/logging.py imports this module while settings load
+    from django.http import HttpRequest, HttpResponse
 
 HEADER = "X-Request-ID"
+#: The message header that carries it. Not "correlation_id": Celery uses that name for the task id.
+MESSAGE_HEADER = "job_correlation_id"
 _VALID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _request_correlation_id: ContextVar[str] = ContextVar("correlation_id", default="")
 
@@ -23,7 +28,7 @@ def correlation_id() -> str:
     """The current request's id, or the running task's, or "" outside both."""
     value = _request_correlation_id.get()
     if not value and current_task:
-        value = getattr(current_task.request, "correlation_id", None) or ""
+        value = getattr(current_task.request, MESSAGE_HEADER, None) or ""
     return value
 
 

@@ -19,7 +19,7 @@ from celery import Task
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
-from app.context import correlation_id
+from app.context import MESSAGE_HEADER, correlation_id
 from app.models import JobRecord, OutboxMessage
 from app.outbox import outbox_publish_one
 from app.records import arguments_summary
@@ -89,7 +89,7 @@ def job_enqueue(
             task_name=task.name,
             args=list(args),
             kwargs=kwargs,
-            options={"headers": {"correlation_id": cid}, "eta": eta.isoformat() if eta else None},
+            options={"headers": {MESSAGE_HEADER: cid}, "eta": eta.isoformat() if eta else None},
         )
         transaction.on_commit(partial(outbox_publish_one, message_id=message.id), using=using)
     return job_id

@@ -23,6 +23,7 @@ from celery.exceptions import Ignore, TimeLimitExceeded
 from celery.worker.request import Request
 
 from app import records
+from app.context import correlation_id
 from app.errors import PermanentError, TransientError
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Job(Task):
             queue=(self.request.delivery_info or {}).get("routing_key", ""),
             args=args,
             kwargs=kwargs,
-            correlation_id=getattr(self.request, "correlation_id", None) or "",
+            correlation_id=correlation_id(),
         )
         if not started:
             logger.info("job already ended; redelivered message acknowledged and skipped")

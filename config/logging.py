@@ -2,7 +2,7 @@
 
 Every record gets ``task_id``, ``task`` and ``attempt`` from the Celery task running in this
 thread or process (``-`` outside a task), so ``grep task_id=<id>`` finds a job's whole story across
-the web, the worker and its retries.
+the web, the worker and its retries; ``correlation_id`` links it to the request that caused it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import logging
 from typing import Any
 
 from celery import current_task
+
+from app.context import correlation_id
 
 
 class TaskContextFilter(logging.Filter):
@@ -24,12 +26,14 @@ class TaskContextFilter(logging.Filter):
             record.attempt = (request.retries or 0) + 1
         else:
             record.task_id = record.task = record.attempt = "-"
+        record.correlation_id = correlation_id() or "-"
         return True
 
 
 FORMAT = (
     "%(asctime)s %(levelname)s %(name)s [%(processName)s] "
-    "task_id=%(task_id)s task=%(task)s attempt=%(attempt)s %(message)s"
+    "task_id=%(task_id)s task=%(task)s attempt=%(attempt)s correlation_id=%(correlation_id)s "
+    "%(message)s"
 )
 
 

@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory
 from kombu.exceptions import OperationalError
 
+from app.context import CorrelationIdMiddleware
 from app.enqueue import EnqueueError, job_enqueue
 from app.models import ExampleLedgerEntry, JobRecord, JobStatus, OutboxMessage
 from app.outbox import outbox_relay
@@ -339,3 +342,29 @@ def test_pruning_deletes_old_ended_records_and_sent_rows_only(broker: Broker) ->
     assert JobRecord.objects.filter(id=recent).exists()
     assert not JobRecord.objects.filter(id=old).exists()
     assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 1
+
+
+@pytest.mark.slow
+def test_the_request_correlation_id_reaches_the_record_and_the_worker_logs(
+    broker: Broker, events: Path, tmp_path: Path
+) -> None:
+    enqueued: list[str] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        with transaction.atomic():
+            enqueued.append(job_enqueue(jobs.tracked_record, args=[str(events)]))
+        return HttpResponse(status=202)
+
+    middleware = CorrelationIdMiddleware(view)
+    response = middleware(RequestFactory().post("/", HTTP_X_REQUEST_ID="req-7f3a"))
+    assert response["X-Request-ID"] == "req-7f3a"
+    job_id = enqueued[0]
+    assert record(job_id).correlation_id == "req-7f3a"
+    with running_worker(log_dir=tmp_path) as worker:
+        wait_for(lambda: status_is(job_id, JobStatus.SUCCEEDED), what="success")
+        log = worker.output()
+    line = f"task_id={job_id} task=tests.jobs.tracked_record attempt=1 correlation_id=req-7f3a"
+    assert line in log, "\n".join(x for x in log.splitlines() if job_id in x)
+    # A malformed incoming id is replaced, not trusted.
+    response = middleware(RequestFactory().post("/", HTTP_X_REQUEST_ID="bad id\n"))
+    assert response["X-Request-ID"] != "bad id\n" and len(response["X-Request-ID"]) == 32
