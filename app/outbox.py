@@ -9,6 +9,7 @@ least once, and the worker skips a redelivered job that already ended.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -93,9 +94,9 @@ def _publish_batch(rows: Iterable[OutboxMessage]) -> int:
         for row in rows:
             _send(row, producer)
             sent += 1
-        deadline = timezone.now().timestamp() + CONFIRM_TIMEOUT
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
         while state["acked"] < sent and not state["nacked"]:
-            if timezone.now().timestamp() > deadline:
+            if time.monotonic() > deadline:
                 raise PublishNotConfirmed(f"{sent - state['acked']} of {sent} not confirmed")
             conn.drain_events(timeout=1)
         if state["nacked"]:
