@@ -57,7 +57,9 @@ def job_enqueue(
     try:
         json.dumps([args, kwargs])
     except (TypeError, ValueError) as exc:
-        raise EnqueueError(f"arguments of {task.name} must be JSON values (ids, not objects): {exc}")
+        raise EnqueueError(
+            f"arguments of {task.name} must be JSON values (ids, not objects): {exc}"
+        ) from None
     if idempotency_key is not None and not getattr(task, "tracked", False):
         raise EnqueueError(
             f"{task.name} is not tracked: declare it with tracked=True to use idempotency keys"

@@ -107,9 +107,7 @@ class Job(Task):
     ) -> None:
         if self.tracked:
             dead = bool(self.acks_late and not self.acks_on_failure)
-            records.record_fail(
-                job_id=task_id, error=_error(exc), traceback=str(einfo), dead=dead
-            )
+            records.record_fail(job_id=task_id, error=_error(exc), traceback=str(einfo), dead=dead)
 
 
 def _error(exc: BaseException) -> str:

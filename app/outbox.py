@@ -118,9 +118,7 @@ def outbox_relay(*, batch_size: int = 500, max_batches: int | None = None) -> in
             if not rows:
                 break
             _publish_batch(rows)
-            OutboxMessage.objects.filter(id__in=[r.id for r in rows]).update(
-                sent_at=timezone.now()
-            )
+            OutboxMessage.objects.filter(id__in=[r.id for r in rows]).update(sent_at=timezone.now())
         published += len(rows)
         batches += 1
     return published

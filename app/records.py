@@ -91,12 +91,12 @@ def record_progress(*, job_id: str, percent: int, message: str) -> bool:
 
 
 def record_request_cancel(*, job_id: str) -> JobStatus | None:
-    """Cancel a queued job at once; ask a running one to stop. Returns the new status."""
+    """Cancel a waiting job at once; ask a running one to stop. Returns the new status."""
     with transaction.atomic():
         record = JobRecord.objects.select_for_update().filter(id=job_id).first()
         if record is None or record.status in FINAL_STATUSES:
             return None
-        if record.status == JobStatus.QUEUED:
+        if record.status in (JobStatus.QUEUED, JobStatus.RETRYING):  # not running right now
             record.status = JobStatus.CANCELLED
             record.finished_at = timezone.now()
         record.cancel_requested = True

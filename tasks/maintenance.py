@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from app.idempotency import claims_prune
-from app.outbox import outbox_relay, outbox_prune
+from app.outbox import outbox_prune, outbox_relay
 from app.records import records_prune
 
 

@@ -153,9 +153,13 @@ def test_the_same_idempotency_key_from_two_processes_at_once_gives_one_job(
     }
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", ENQUEUE_WITH_KEY, str(go)], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [sys.executable, "-c", ENQUEUE_WITH_KEY, str(go)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     time.sleep(1.5)  # both are waiting at the line
@@ -317,7 +321,7 @@ def test_a_cancelled_queued_job_never_runs(broker: Broker, events: Path, tmp_pat
 
 
 def test_enqueue_refuses_unknown_tasks_and_arguments_that_are_not_json(broker: Broker) -> None:
-    with pytest.raises(EnqueueError, match="unknown task 'tasks.nope.missing'"):
+    with pytest.raises(EnqueueError, match=r"unknown task 'tasks\.nope\.missing'"):
         job_enqueue("tasks.nope.missing")
     with pytest.raises(EnqueueError, match="must be JSON values"):
         job_enqueue(jobs.tracked_record, args=[object()])
