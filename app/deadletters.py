@@ -93,12 +93,8 @@ def dead_letters_open(queue: str | None = None) -> Iterator[tuple[Connection, li
                     break
                 found.append(message)
             ids = [str((m.headers or {}).get("id", "")) for m in found]
-            errors = dict(
-                JobRecord.objects.filter(id__in=[i for i in ids if _is_uuid(i)]).values_list(
-                    "id", "error"
-                )
-            )
-            errors = {str(k): v for k, v in errors.items()}
+            known = JobRecord.objects.filter(id__in=[i for i in ids if _is_uuid(i)])
+            errors = {str(job_id): error for job_id, error in known.values_list("id", "error")}
             letters += [DeadLetter.from_message(name, m, errors) for m in found]
         try:
             yield conn, letters

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from celery import Task
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from app.context import MESSAGE_HEADER, correlation_id
@@ -44,7 +44,7 @@ def job_enqueue(
     args: tuple[Any, ...] | list[Any] = (),
     kwargs: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
     eta: datetime | None = None,
     using: str = "default",
 ) -> str:

@@ -34,12 +34,16 @@ def record_start(
     """
     now = timezone.now()
     updated = (
-        JobRecord.objects.filter(id=job_id)
+        JobRecord.objects.filter(id=job_id, cancel_requested=False)
         .exclude(status__in=FINAL_STATUSES)
         .update(status=JobStatus.STARTED, attempts=F("attempts") + 1, started_at=now)
     )
     if updated:
         return True
+    # Cancelled while it waited for a retry: end it now instead of running it.
+    JobRecord.objects.filter(id=job_id, cancel_requested=True).exclude(
+        status__in=FINAL_STATUSES
+    ).update(status=JobStatus.CANCELLED, finished_at=now)
     _, created = JobRecord.objects.get_or_create(
         id=job_id,
         defaults={

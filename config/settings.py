@@ -80,6 +80,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+LOGIN_URL = "admin:login"  # the jobs page (login_required) sends visitors there
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
@@ -161,8 +162,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # ...but as a counted retry, so a job that always kills its worker ends dead, not in a loop.
 CELERY_TASK_RETRY_ON_WORKER_LOST = True
-# A failed job is rejected without requeue, so RabbitMQ dead-letters it to <queue>.dead.
-CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
+# A failed or timed-out job is rejected without requeue: RabbitMQ dead-letters it to <queue>.dead.
+# (app/jobs.py's JobRequest makes the hard time limit dead-letter rather than requeue.)
+CELERY_TASK_ACKS_ON_FAILURE = False
+CELERY_TASK_ACKS_ON_TIMEOUT = False
 # Unacked messages are requeued by RabbitMQ on connection loss; stop their copies here too.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # One message per pool slot: long jobs are not hoarded by a busy worker. Procfile workers tune it.

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from django.conf import settings
 from django.db import connection
 from kombu import Connection
 from kombu.message import Message
@@ -155,7 +154,8 @@ def running_worker(
         **os.environ,
         "CELERY_BROKER_URL": celery_app.conf.broker_url,
         "DATABASE_URL": database_url(),
-        "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
+        # Not settings.SETTINGS_MODULE: pytest-django's `settings` fixture leaves that None.
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings"),
         **(env or {}),
     }
     with log.open("wb") as out:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -257,7 +258,7 @@ def test_replaying_a_dead_job_runs_it_again_linked_to_the_original(
         wait_for(lambda: broker.depth("default.dead") == 1, what="its dead letter")
         flag.touch()
         call_command("jobs", "replay", job_id)
-        replay = wait_for(lambda: JobRecord.objects.filter(replay_of=job_id).first())
+        replay = wait_for(lambda: JobRecord.objects.filter(replay_of_id=uuid.UUID(job_id)).first())
         wait_for(lambda: status_is(str(replay.id), JobStatus.SUCCEEDED), what="the replay")
     assert record(str(replay.id)).result == "found it"
     assert record(job_id).status == JobStatus.DEAD  # the original keeps its story

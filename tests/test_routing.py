@@ -27,7 +27,7 @@ def test_unrouted_tasks_go_to_default(broker: Broker) -> None:
 def test_queues_are_durable_with_their_dead_letter_route(broker: Broker) -> None:
     for queue in queues.TASK_QUEUES:
         assert queue.durable
-        assert queue.queue_arguments == {
+        assert queue.queue_arguments == {  # type: ignore[attr-defined]
             "x-dead-letter-exchange": "dead",
             "x-dead-letter-routing-key": queue.name,
         }

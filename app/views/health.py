@@ -1,3 +1,5 @@
+"""GET /healthz: for load balancers and compose health checks."""
+
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
