@@ -1,0 +1,126 @@
+"""``python -m tests.bench``: run the scenarios, print the table, update bench-results.json."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from tests.bench import report
+from tests.bench.measure import Measurement, Sample
+from tests.bench.scenarios import SCENARIOS, Scenario, Settings
+from tests.bench.workers import ROOT
+
+RESULTS = ROOT / "bench-results.json"
+
+METHOD = """\
+publish: one producer process, .delay() in a loop, JSON, ignore_result, N={publish_n} (the two
+  variants that only explain a cost: N/4); timed after one warm-up publish; all messages are
+  then checked to be in the queue. One run each. cpu = the producer's CPU time per message.
+drain: N={drain_n} no-op messages published first (untimed); rate = N / (worker_ready -> last
+  task_postrun), both stamped inside the worker: from the moment it consumes, pool up, to the
+  last job done; then the queue is checked empty, unacked included. startup = process launch
+  -> worker_ready; cpu = CPU time of all the worker's processes per 1,000 jobs (less sensitive
+  to other load on the machine than the rate). Median of {repeat} interleaved runs. Every
+  worker runs with --without-mingle --without-gossip and log level {loglevel} unless its label
+  says otherwise (--loglevel, and LOG_LEVEL for the template's Django logging)."""
+
+
+def settings_from_env() -> Settings:
+    return Settings(
+        publish_n=int(os.environ.get("BENCH_N", "20000")),
+        drain_n=int(os.environ.get("BENCH_DRAIN_N", "10000")),
+        repeat=int(os.environ.get("BENCH_REPEAT", "3")),
+        loglevel=os.environ.get("BENCH_LOGLEVEL", "WARNING"),
+    )
+
+
+def selected() -> list[Scenario]:
+    only = [word for word in os.environ.get("BENCH_ONLY", "").split(",") if word]
+    return [s for s in SCENARIOS if not only or any(word in s.key for word in only)]
+
+
+def busy_cpus(seconds: float = 1.0) -> float:
+    """How many CPUs something was using over ``seconds`` (/proc/stat), before we start."""
+
+    def sample() -> tuple[int, int]:
+        first_line = Path("/proc/stat").read_text().splitlines()[0]
+        values = [int(v) for v in first_line.split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values) - idle, sum(values)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
+
+
+def run(scenarios: list[Scenario], settings: Settings) -> dict[str, Measurement]:
+    """Every scenario's runs, round by round (see ``scenarios``)."""
+    samples: dict[str, list[Sample]] = {s.key: [] for s in scenarios}
+    for round_ in range(max((s.runs(settings) for s in scenarios), default=0)):
+        for scenario in scenarios:
+            if round_ >= scenario.runs(settings):
+                continue
+            started = time.monotonic()
+            sample = scenario.run(settings)
+            samples[scenario.key].append(sample)
+            print(
+                f"  [{round_ + 1}] {scenario.label}: {sample.per_s:,.0f} {scenario.unit} "
+                f"({time.monotonic() - started:.0f}s)",
+                flush=True,
+            )
+    return {key: Measurement.of(runs) for key, runs in samples.items()}
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through every cleanup, as Ctrl-C does
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, on_sigterm)
+    settings = settings_from_env()
+    started = time.monotonic()
+    busy = busy_cpus()
+    print(
+        f"bench: publish N={settings.publish_n}, drain N={settings.drain_n} x{settings.repeat}, "
+        f"worker log level {settings.loglevel}; {busy:.1f} of {os.cpu_count()} CPUs busy "
+        "before starting",
+        flush=True,
+    )
+    if busy > 0.3:
+        print("  warning: something else is using the CPUs; rates will be low and noisy")
+    scenarios = selected()
+    measurements = run(scenarios, settings)
+    table = report.rows([(s, measurements[s.key]) for s in scenarios])
+    print()
+    print(report.format_table(table))
+    figures = report.figures(table)
+    print()
+    print(report.format_ratios(figures))
+    print()
+    print(METHOD.format(**vars(settings)))
+    print()
+    print(report.notes(table))
+    figures.update(
+        noop_publish_n=settings.publish_n,
+        noop_drain_n=settings.drain_n,
+        noop_drain_repeat=settings.repeat,
+    )
+    report.merge_json(RESULTS, figures)
+    load = os.getloadavg()[0]
+    print(
+        f"\n{len(figures)} figures written to {RESULTS} in {time.monotonic() - started:.0f}s "
+        f"(load average now {load:.1f})"
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: workers stopped, vhosts deleted", file=sys.stderr)
+        sys.exit(130)
