@@ -82,7 +82,8 @@ def job_id_parse(value: str) -> str:
 def dead_letters_open(queue: str | None = None) -> Iterator[tuple[Connection, list[DeadLetter]]]:
     """Take the dead messages unacknowledged; whatever is not acked returns to its queue."""
     with celery_app.connection_for_write() as conn:
-        queues.declare_dead_letter_queues(conn)  # a fresh vhost may not have them yet
+        for dead in queues.DEAD_QUEUES:  # a fresh vhost may not have them yet
+            dead(conn.default_channel).declare()
         channel: Any = conn.channel()
         letters: list[DeadLetter] = []
         for name in _queue_names(queue):
@@ -118,7 +119,13 @@ def dead_letters_list(queue: str | None = None) -> list[DeadLetter]:
 def _republish(conn: Connection, letter: DeadLetter) -> None:
     """Publish an untracked dead message again, as it was, to the queue it died in."""
     message = letter.message
-    headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+    # Without x-death, and with its retries counted from zero again: a job that died of used-up
+    # retries gets its retries back.
+    headers = {
+        k: v
+        for k, v in (message.headers or {}).items()
+        if not k.startswith("x-") and k != "retries"
+    }
     with celery_app.connection_for_write() as publish_conn:  # confirm_publish: waits for the ack
         publish_conn.Producer().publish(
             message.body,
@@ -145,6 +152,9 @@ def dead_letters_replay(
             record = JobRecord.objects.filter(id=job_id).first()
             if record is not None and record.status != JobStatus.DEAD:
                 raise DeadLetterError(f"job {job_id} is {record.status}, not dead: not replayed")
+            replay = JobRecord.objects.filter(replay_of_id=uuid.UUID(job_id)).first()
+            if replay is not None:
+                raise DeadLetterError(f"job {job_id} was replayed already, as {replay.id}")
     replayed: list[tuple[str, str]] = []
     with dead_letters_open(queue) as (conn, letters):
         chosen = [
@@ -174,8 +184,16 @@ def dead_letters_replay(
 
 
 def _replay_record(record: JobRecord) -> str:
-    """A new job with the same task and arguments, linked to the dead one."""
+    """A new job with the same task and arguments, linked to the dead one; only ever one.
+
+    The dead record is locked while its replay is created, so two operators replaying at once
+    (or a replay --all after a replay by id) get the one replay, not a second run.
+    """
     with transaction.atomic():
+        JobRecord.objects.select_for_update().filter(id=record.id).first()
+        earlier = JobRecord.objects.filter(replay_of=record).first()
+        if earlier is not None:
+            return str(earlier.id)
         new_id = job_enqueue(
             record.task_name,
             args=record.payload.get("args", []),

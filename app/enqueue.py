@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from celery import Task
+from celery.exceptions import QueueNotFound
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from app.context import MESSAGE_HEADER, correlation_id
 from app.models import JobRecord, OutboxMessage
 from app.outbox import outbox_publish_one
 from app.records import arguments_summary
 from config.celery import app as celery_app
+
+#: Workers hold a message with an ETA unacknowledged until it is due, and RabbitMQ closes a
+#: channel whose delivery stays unacknowledged for its consumer_timeout (30 minutes by default).
+MAX_ETA_AHEAD = timedelta(minutes=25)
 
 
 class EnqueueError(ValueError):
@@ -66,7 +72,21 @@ def job_enqueue(
         )
     job_id = str(uuid.uuid4())
     cid = correlation_id()
-    queue = celery_app.amqp.router.route({}, task.name, args, kwargs)["queue"].name
+    if eta is not None and eta - timezone.now() > MAX_ETA_AHEAD:
+        raise EnqueueError(
+            f"eta {eta.isoformat()} is more than {MAX_ETA_AHEAD} ahead: a worker would hold the "
+            "message past RabbitMQ's consumer_timeout; schedule it with django-celery-beat"
+        )
+    try:
+        route = celery_app.amqp.router.route(
+            {"queue": task.queue} if getattr(task, "queue", None) else {},
+            task.name,
+            tuple(args),
+            kwargs,
+        )
+    except QueueNotFound as exc:
+        raise EnqueueError(f"{task.name} routes to a queue config/queues.py lacks: {exc}") from None
+    queue = route["queue"].name
     with transaction.atomic(using=using):
         if getattr(task, "tracked", False):
             try:

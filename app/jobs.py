@@ -53,6 +53,10 @@ class JobRequest(Request):
         if not requeue and not self.acknowledged:
             queue = self.delivery_info.get("routing_key", "?")
             logger.error("%s[%s] dead-lettered to %s.dead", self.name, self.id, queue)
+            if getattr(self.task, "tracked", False):
+                records.record_dead_lettered(
+                    job_id=self.id, reason=f"dead-lettered to {queue}.dead"
+                )
         super().reject(requeue=requeue)
 
 

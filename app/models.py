@@ -76,6 +76,8 @@ class OutboxMessage(models.Model):
     options = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    #: Why this row cannot be published (not a broker outage); the relay skips it until cleared.
+    error = models.CharField(max_length=500, blank=True)
 
     class Meta:
         indexes = [

@@ -3,32 +3,43 @@
 A row is published while it is locked (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL), and
 marked sent in the same transaction, so relays running side by side never publish a row twice.
 A crash between the broker's confirm and the commit can publish a row again: delivery is at
-least once, and the worker skips a redelivered job that already ended.
+least once, and the worker skips a redelivered job that already ended. SQLite has no row locks:
+there, run a single relay.
+
+A row that cannot be published for a reason of its own (a route to an undeclared queue, say)
+gets its ``error`` set and is left out of later relays, so it never blocks the rows behind it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 from kombu import Connection, pools
+from kombu.exceptions import OperationalError
 
 from app.models import OutboxMessage
 from config.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait for the broker's confirms of one relay batch.
-CONFIRM_TIMEOUT = 30.0
+#: Seconds to wait for the confirm of one message, and of one relay batch. A broker under a
+#: memory or disk alarm confirms nothing: a web request must not hang on it.
+CONFIRM_TIMEOUT = 5.0
+BATCH_CONFIRM_TIMEOUT = 30.0
 
 
 class PublishNotConfirmed(Exception):
-    """RabbitMQ refused (nack) or did not confirm a message in time."""
+    """RabbitMQ refused (nack) or did not confirm messages in time."""
+
+
+#: What a broker that is down, unreachable or blocked raises. Anything else is the row's fault.
+BROKER_DOWN = (OperationalError, OSError, PublishNotConfirmed)
 
 
 def _connection(*, confirm_each: bool) -> Connection:
@@ -49,8 +60,14 @@ def _send(row: OutboxMessage, producer: Any) -> None:
         task_id=str(row.task_id),
         producer=producer,
         retry=False,
+        confirm_timeout=CONFIRM_TIMEOUT,
         **options,
     )
+
+
+def _mark_broken(row: OutboxMessage, exc: Exception) -> None:
+    logger.error("outbox row %s (%s) cannot be published: %r", row.id, row.task_name, exc)
+    OutboxMessage.objects.filter(id=row.id).update(error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def outbox_publish_one(*, message_id: int) -> bool:
@@ -69,39 +86,57 @@ def outbox_publish_one(*, message_id: int) -> bool:
             row.sent_at = timezone.now()
             row.save(update_fields=["sent_at"])
         return True
-    except Exception as exc:  # any publish failure: the row stays pending; the relay retries it
+    except BROKER_DOWN as exc:
         logger.warning("broker unavailable, outbox row %s left for the relay: %s", message_id, exc)
+        return False
+    except Exception as exc:  # the row's own fault: record it; the committed request stands
+        _mark_broken(OutboxMessage(id=message_id, task_name="?"), exc)
         return False
 
 
-def _publish_batch(rows: Iterable[OutboxMessage]) -> int:
-    """Publish rows without waiting message by message, then wait for all the confirms."""
+def _publish_batch(rows: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+    """Publish rows without waiting one by one, then wait for every confirm.
+
+    Returns the rows published; rows that fail for a reason of their own are marked and skipped.
+    Raises when the broker fails, so the caller's transaction keeps them all pending.
+    """
     with _connection(confirm_each=False) as conn:
         channel: Any = conn.default_channel
         channel.confirm_select()
-        state = {"acked": 0, "nacked": 0}
+        confirmed: set[int] = set()
+        nacked: list[int] = []
 
         def on_ack(delivery_tag: int, multiple: bool) -> None:
-            state["acked"] = delivery_tag if multiple else state["acked"] + 1
+            confirmed.update(range(1, delivery_tag + 1) if multiple else (delivery_tag,))
 
         def on_nack(delivery_tag: int, multiple: bool) -> None:
-            state["nacked"] += 1
+            nacked.append(delivery_tag)
 
         channel.events["basic_ack"].add(on_ack)
         channel.events["basic_nack"].add(on_nack)
         producer = celery_app.amqp.Producer(channel)
-        sent = 0
+        published = []
         for row in rows:
-            _send(row, producer)
-            sent += 1
-        deadline = time.monotonic() + CONFIRM_TIMEOUT
-        while state["acked"] < sent and not state["nacked"]:
+            try:
+                _send(row, producer)
+            except BROKER_DOWN:
+                raise
+            except Exception as exc:
+                _mark_broken(row, exc)
+                continue
+            published.append(row)
+        deadline = time.monotonic() + BATCH_CONFIRM_TIMEOUT
+        while len(confirmed) < len(published) and not nacked:
             if time.monotonic() > deadline:
-                raise PublishNotConfirmed(f"{sent - state['acked']} of {sent} not confirmed")
-            conn.drain_events(timeout=1)
-        if state["nacked"]:
-            raise PublishNotConfirmed(f"RabbitMQ refused {state['nacked']} of {sent} messages")
-        return sent
+                missing = len(published) - len(confirmed)
+                raise PublishNotConfirmed(f"{missing} of {len(published)} not confirmed")
+            try:
+                conn.drain_events(timeout=1)
+            except TimeoutError:  # a quiet second; the deadline decides
+                continue
+        if nacked:
+            raise PublishNotConfirmed(f"RabbitMQ refused {len(nacked)} of {len(published)}")
+        return published
 
 
 def outbox_relay(*, batch_size: int = 500, max_batches: int | None = None) -> int:
@@ -112,14 +147,14 @@ def outbox_relay(*, batch_size: int = 500, max_batches: int | None = None) -> in
         with transaction.atomic():
             rows = list(
                 OutboxMessage.objects.select_for_update(skip_locked=True)
-                .filter(sent_at__isnull=True)
+                .filter(sent_at__isnull=True, error="")
                 .order_by("id")[:batch_size]
             )
             if not rows:
                 break
-            _publish_batch(rows)
-            OutboxMessage.objects.filter(id__in=[r.id for r in rows]).update(sent_at=timezone.now())
-        published += len(rows)
+            sent = _publish_batch(rows)
+            OutboxMessage.objects.filter(id__in=[r.id for r in sent]).update(sent_at=timezone.now())
+        published += len(sent)
         batches += 1
     return published
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from app.models import FINAL_STATUSES, JobRecord, JobStatus
@@ -60,20 +60,29 @@ def record_start(
     return created  # not created: it exists and ended (succeeded, dead, cancelled): a redelivery
 
 
+# The transitions below never leave a final status: a late or duplicate report (a retry whose
+# new attempt already finished, a second copy of a job) must not rewrite how a job ended.
+
+
+def _not_ended(job_id: str) -> QuerySet[JobRecord]:
+    return JobRecord.objects.filter(id=job_id).exclude(status__in=FINAL_STATUSES)
+
+
 def record_succeed(*, job_id: str, result: Any) -> None:
-    JobRecord.objects.filter(id=job_id).update(
+    _not_ended(job_id).update(
         status=JobStatus.SUCCEEDED, progress=100, result=result, finished_at=timezone.now()
     )
 
 
 def record_retry(*, job_id: str, error: str, traceback: str) -> None:
-    JobRecord.objects.filter(id=job_id).update(
+    # Only from "started": the retry may already have been picked up and moved on.
+    JobRecord.objects.filter(id=job_id, status=JobStatus.STARTED).update(
         status=JobStatus.RETRYING, error=error, traceback=traceback
     )
 
 
 def record_fail(*, job_id: str, error: str, traceback: str, dead: bool) -> None:
-    JobRecord.objects.filter(id=job_id).update(
+    _not_ended(job_id).update(
         status=JobStatus.DEAD if dead else JobStatus.FAILED,
         error=error,
         traceback=traceback,
@@ -81,10 +90,18 @@ def record_fail(*, job_id: str, error: str, traceback: str, dead: bool) -> None:
     )
 
 
+def record_dead_lettered(*, job_id: str, reason: str) -> None:
+    """The message went to <queue>.dead: say so, keeping the error on_failure wrote, if any.
+
+    Covers the paths where Celery rejects without calling the task's on_failure (a worker lost
+    after its last retry, a retry that could not be published, a task raising Reject).
+    """
+    _not_ended(job_id).update(status=JobStatus.DEAD, finished_at=timezone.now())
+    JobRecord.objects.filter(id=job_id, error="").update(error=reason)
+
+
 def record_cancelled(*, job_id: str) -> None:
-    JobRecord.objects.filter(id=job_id).update(
-        status=JobStatus.CANCELLED, finished_at=timezone.now()
-    )
+    _not_ended(job_id).update(status=JobStatus.CANCELLED, finished_at=timezone.now())
 
 
 def record_progress(*, job_id: str, percent: int, message: str) -> bool:

@@ -14,7 +14,6 @@ from celery import Celery, signals
 from django.conf import settings
 
 import tasks
-from config import queues
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -28,10 +27,3 @@ app.conf.imports = [f"tasks.{module.name}" for module in pkgutil.iter_modules(ta
 def use_django_logging(**kwargs: Any) -> None:
     """Workers and beat log with Django's LOGGING (task id, name and attempt on every line)."""
     logging.config.dictConfig(settings.LOGGING)
-
-
-@signals.celeryd_after_setup.connect
-def declare_dead_letter_queues(sender: str, instance: Any, **kwargs: Any) -> None:
-    """Declare every <queue>.dead before this worker takes its first message."""
-    with app.connection_for_write() as connection:
-        queues.declare_dead_letter_queues(connection)

@@ -11,7 +11,9 @@ worker in ``bin/`` (see the Procfile).
 
 from __future__ import annotations
 
-from kombu import Connection, Exchange, Queue
+from typing import Any
+
+from kombu import Exchange, Queue
 
 #: Queue name -> what runs there. Order matters only for readability.
 QUEUES: dict[str, str] = {
@@ -42,9 +44,22 @@ TASK_EXCHANGE = Exchange("tasks", type="direct", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("dead", type="direct", durable=True)
 
 
+class WorkQueue(Queue):
+    """A work queue that declares its ``<name>.dead`` whenever it is declared itself.
+
+    RabbitMQ silently drops a dead-lettered message when no queue is bound for it, so the dead
+    queue must exist before the first reject. Workers declare their queues on every (re)connect
+    and producers before publishing: with this, on a fresh broker or vhost too.
+    """
+
+    def declare(self, nowait: bool = False, channel: Any = None) -> Any:
+        dead_queue(self.name)(channel or self.channel).declare()
+        return super().declare(nowait=nowait, channel=channel)
+
+
 def work_queue(name: str) -> Queue:
     """The queue workers consume, with its dead-letter route declared on it."""
-    return Queue(
+    return WorkQueue(
         name,
         TASK_EXCHANGE,
         routing_key=name,
@@ -64,14 +79,3 @@ def dead_queue(name: str) -> Queue:
 TASK_QUEUES = tuple(work_queue(name) for name in QUEUES)
 DEAD_QUEUES = tuple(dead_queue(name) for name in QUEUES)
 TASK_ROUTES = {pattern: {"queue": queue} for pattern, queue in ROUTES.items()}
-
-
-def declare_dead_letter_queues(connection: Connection) -> None:
-    """Declare the dead-letter exchange and every ``<queue>.dead``.
-
-    Workers call this before they consume: RabbitMQ silently drops a dead-lettered message
-    when its exchange has no bound queue, so the dead queues must exist before the first reject.
-    """
-    channel = connection.default_channel
-    for queue in DEAD_QUEUES:
-        queue(channel).declare()

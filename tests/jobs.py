@@ -103,3 +103,13 @@ def fails_until_file_exists(self: Task, path: str) -> str:
     if not os.path.exists(path):
         raise PermanentError(f"{path} does not exist yet")
     return "found it"
+
+
+@shared_task(bind=True, tracked=True, max_retries=0)
+def tracked_kill_own_process(self: Task) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(queue="no-such-queue")
+def misrouted() -> None:
+    """Routed to a queue that config/queues.py does not declare."""

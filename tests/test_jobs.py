@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
+from django.utils import timezone
 from kombu.exceptions import OperationalError
 
+from app import records
 from app.context import CorrelationIdMiddleware
 from app.enqueue import EnqueueError, job_enqueue
 from app.models import ExampleLedgerEntry, JobRecord, JobStatus, OutboxMessage
@@ -263,6 +266,9 @@ def test_replaying_a_dead_job_runs_it_again_linked_to_the_original(
     assert record(str(replay.id)).result == "found it"
     assert record(job_id).status == JobStatus.DEAD  # the original keeps its story
     assert broker.depth("default.dead") == 0
+    with pytest.raises(CommandError, match=f"was replayed already, as {replay.id}"):
+        call_command("jobs", "replay", job_id)
+    assert JobRecord.objects.filter(replay_of_id=uuid.UUID(job_id)).count() == 1
 
 
 def test_jobs_dead_lists_reason_and_error(
@@ -373,3 +379,50 @@ def test_the_request_correlation_id_reaches_the_record_and_the_worker_logs(
     # A malformed incoming id is replaced, not trusted.
     response = middleware(RequestFactory().post("/", HTTP_X_REQUEST_ID="bad id\n"))
     assert response["X-Request-ID"] != "bad id\n" and len(response["X-Request-ID"]) == 32
+
+
+@pytest.mark.slow
+def test_a_tracked_job_lost_with_its_worker_after_its_last_retry_is_recorded_dead(
+    broker: Broker, tmp_path: Path
+) -> None:
+    with transaction.atomic():
+        job_id = job_enqueue(jobs.tracked_kill_own_process)
+    with running_worker(log_dir=tmp_path):
+        wait_for(lambda: broker.depth("default.dead") == 1, timeout=30, what="the dead letter")
+        wait_for(lambda: status_is(job_id, JobStatus.DEAD), what="the record to say dead")
+    assert "dead-lettered to default.dead" in record(job_id).error
+
+
+def test_a_late_or_duplicate_report_never_rewrites_how_a_job_ended(broker: Broker) -> None:
+    with transaction.atomic():
+        job_id = job_enqueue(jobs.tracked_record, args=["/dev/null"])
+    records.record_start(
+        job_id=job_id, task_name="t", queue="default", args=(), kwargs={}, correlation_id=""
+    )
+    records.record_succeed(job_id=job_id, result={"ok": True})
+    records.record_retry(job_id=job_id, error="late retry", traceback="")
+    records.record_fail(job_id=job_id, error="second copy failed", traceback="", dead=True)
+    records.record_cancelled(job_id=job_id)
+    job = record(job_id)
+    assert (job.status, job.result, job.error) == (JobStatus.SUCCEEDED, {"ok": True}, "")
+
+
+def test_a_row_that_cannot_be_published_is_set_aside_and_blocks_nothing(broker: Broker) -> None:
+    with pytest.raises(EnqueueError, match=r"routes to a queue config/queues\.py lacks"):
+        job_enqueue(jobs.misrouted)
+    # Such a row can still exist (written before a route changed, or by hand).
+    bad = OutboxMessage.objects.create(task_id=uuid.uuid4(), task_name=jobs.misrouted.name)
+    for _ in range(2):
+        OutboxMessage.objects.create(task_id=uuid.uuid4(), task_name=jobs.record.name)
+    assert outbox_relay() == 2
+    assert outbox_relay() == 0  # nothing published twice, nothing stuck behind the bad row
+    assert broker.depth("default") == 2
+    bad.refresh_from_db()
+    assert bad.sent_at is None and "no-such-queue" in bad.error
+
+
+def test_an_eta_past_the_consumer_timeout_is_refused(broker: Broker) -> None:
+    later = timezone.now() + timedelta(hours=2)
+    with pytest.raises(EnqueueError, match="consumer_timeout"):
+        job_enqueue(jobs.tracked_record, args=["/dev/null"], eta=later)
+    assert not OutboxMessage.objects.exists()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kombu import Connection
 
 from config import queues
 from config.celery import app as celery_app
-from tests.support import Broker, read_events, running_worker, wait_for
+from tests.support import Broker, rabbitmqctl, read_events, running_worker, wait_for
 
 
 @pytest.mark.parametrize(("pattern", "queue"), sorted(queues.ROUTES.items()))
@@ -31,6 +34,21 @@ def test_queues_are_durable_with_their_dead_letter_route(broker: Broker) -> None
             "x-dead-letter-exchange": "dead",
             "x-dead-letter-routing-key": queue.name,
         }
+
+
+def test_a_dead_letter_queue_exists_as_soon_as_its_queue_does() -> None:
+    """On a brand-new vhost, the first publish declares <queue>.dead with <queue>."""
+    vhost = f"test-fresh-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        with Connection(f"amqp://guest:guest@127.0.0.1:5672/{vhost}") as conn:
+            celery_app.send_task("tasks.images.anything", connection=conn)
+            channel: Any = conn.default_channel
+            # A passive declare raises NotFound for a queue that does not exist.
+            assert channel.queue_declare("images.dead", passive=True).queue == "images.dead"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.mark.slow
