@@ -11,3 +11,8 @@ class PermanentError(Exception):
     Any exception that is not transient is treated as permanent; raise this one to say so
     explicitly, or to stop a retry of an exception that a task lists in ``autoretry_for``.
     """
+
+
+#: What the base job class retries by default. A task's own ``autoretry_for`` replaces this
+#: list, so extend it: ``@shared_task(autoretry_for=(*TRANSIENT_ERRORS, httpx.TransportError))``.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (TransientError, ConnectionError, TimeoutError)

@@ -24,7 +24,7 @@ from celery.worker.request import Request
 
 from app import records
 from app.context import correlation_id
-from app.errors import PermanentError, TransientError
+from app.errors import TRANSIENT_ERRORS, PermanentError
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class Job(Task):
     Request = "app.jobs:JobRequest"
 
     #: Transient failures. Builtin ConnectionError and TimeoutError cover sockets and most clients.
-    autoretry_for: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+    #: A task that sets its own autoretry_for replaces this: extend TRANSIENT_ERRORS instead.
+    autoretry_for: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
     dont_autoretry_for: tuple[type[BaseException], ...] = (PermanentError,)
     #: Delays of up to 1, 2, 4 ... seconds, capped at retry_backoff_max, with full jitter so that
     #: jobs failing together do not retry together. 10 retries span about 17 minutes at most.

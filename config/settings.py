@@ -171,7 +171,9 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # One message per pool slot: long jobs are not hoarded by a busy worker. Procfile workers tune it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Time limits: the soft one raises SoftTimeLimitExceeded in the task (a failure -> dead letter);
-# the hard one kills the child. Both stay under RabbitMQ's 30-minute consumer_timeout.
+# the hard one kills the child. Both stay under RabbitMQ's 30-minute consumer_timeout. Only the
+# prefork pool (bin/worker-cpu) enforces them: on the threads pool (bin/worker-io) a job bounds
+# its own waits, with a timeout on every network call.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 # Our worker consumer dead-letters messages whose body cannot be decoded (Celery acks them).

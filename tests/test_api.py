@@ -523,3 +523,11 @@ def test_replaying_a_dead_job_from_the_admin_links_the_new_job_to_it(
     assert api_job(logged_in(None), str(replay.id))["replay_of"] == dead_id
     page = admin_client.get(f"{CHANGELIST}{dead_id}/change/").content.decode()
     assert f"/admin/app/jobrecord/{replay.id}/change/" in page  # "replayed as", a link
+
+
+@pytest.mark.django_db
+def test_the_demo_refuses_a_run_longer_than_a_minute(client: Client) -> None:
+    response = client.post("/api/demo/", {"upto": 10_000_000, "pause": 0.01})
+    assert response.status_code == 400
+    assert "under 60 seconds" in response.json()["error"]
+    assert not JobRecord.objects.exists()

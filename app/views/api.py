@@ -37,6 +37,8 @@ from tasks.example import count_to
 
 DEMO_UPTO = (1, 10_000_000, 2_000_000)  # min, max, default
 DEMO_PAUSE = (0.0, 0.01, 0.0)
+#: The demo runs on the threads pool, which enforces no time limit: keep any demo short.
+DEMO_MAX_SECONDS = 60
 
 
 class ApiError(Exception):
@@ -176,6 +178,8 @@ def demo_enqueue(request: HttpRequest) -> HttpResponse:
             raise ApiError(400, 'the JSON body must be an object, e.g. {"upto": 1000}')
     upto = _number(fields, "upto", DEMO_UPTO, int)
     pause = _number(fields, "pause", DEMO_PAUSE, float)
+    if upto * pause > DEMO_MAX_SECONDS:
+        raise ApiError(400, f"upto times pause must stay under {DEMO_MAX_SECONDS} seconds")
     owner = request.user if request.user.is_authenticated else None
     with transaction.atomic():
         job_id = job_enqueue(count_to, kwargs={"upto": upto, "pause": pause}, owner=owner)
