@@ -105,6 +105,17 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A connection pool (psycopg_pool): Celery's Django fixup closes the database connection
+    # around every task, which without a pool means a new PostgreSQL backend per job (about
+    # 10 ms of database CPU: tracked jobs ran at a tenth of the untracked rate). With a pool,
+    # close() hands the connection back. Celery closes the pool in forked pool children.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool replaces persistent connections
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DATABASE_POOL_SIZE", 10),
+        "timeout": 10,
+    }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so worker processes started by the tests see the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
