@@ -473,7 +473,7 @@ def test_cancelling_a_running_job_through_the_api_stops_it(broker: Broker, tmp_p
     alice = user("alice")
     client = logged_in(alice)
     with worker(tmp_path):
-        job_id = client.post("/api/demo/", {"upto": "100000", "pause": "0.001"}).json()["id"]
+        job_id = client.post("/api/demo/", {"upto": "50000", "pause": "0.001"}).json()["id"]
         wait_for(lambda: api_job(client, job_id)["progress"] > 0, timeout=30, what="the job to run")
         response = client.post(f"/api/jobs/{job_id}/cancel/")
         assert response.status_code == 200

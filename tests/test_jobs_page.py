@@ -137,7 +137,7 @@ def test_the_jobs_page_follows_a_job_live_and_cancels_one(
         )
         browser.save_screenshot(str(tmp_path / "jobs-succeeded.png"))
 
-        long_id = demo_enqueue(browser, upto=100_000, pause=0.001)
+        long_id = demo_enqueue(browser, upto=50_000, pause=0.001)
         browser.refresh()
         wait_for(lambda: row(browser, long_id)["progress"] > 0, timeout=30, what="it to run")
         browser.save_screenshot(str(tmp_path / "jobs-running.png"))
