@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tests.bench import report
+from tests.bench import postgres, producer, report
 from tests.bench.measure import Measurement, Sample
 from tests.bench.scenarios import SCENARIOS, Scenario, Settings
 from tests.bench.workers import ROOT
@@ -26,7 +26,22 @@ drain: N={drain_n} no-op messages published first (untimed); rate = N / (worker_
   -> worker_ready; cpu = CPU time of all the worker's processes per 1,000 jobs (less sensitive
   to other load on the machine than the rate). Median of {repeat} interleaved runs. Every
   worker runs with --without-mingle --without-gossip and log level {loglevel} unless its label
-  says otherwise (--loglevel, and LOG_LEVEL for the template's Django logging)."""
+  says otherwise (--loglevel, and LOG_LEVEL for the template's Django logging).
+PostgreSQL scenarios: each run on a fresh database (a copy of one migrated for the run), server
+  as configured (commits flushed to disk); one run each. cpu "+ db" = the PostgreSQL server's.
+enqueue latency: one producer process (Django set up, as a web process), N={latency_n} calls
+  each timed, after {warmup} untimed; p99 (the figure) and p50 in ms; vs baseline = latency / bare
+  Celery's (above 1 is slower). job_enqueue is timed from entering transaction.atomic() to its
+  exit, the after-commit publish (confirmed) included; every outbox row is then checked sent.
+relay: N={relay_n} pending outbox rows as job_enqueue leaves them when the broker is down
+  (bulk-created, analysed, untimed), then outbox_relay() timed until all are published and
+  confirmed; vs the bare publish above (relay_rows_ratio_vs_bare_same_process: vs a bare
+  delay() loop in the relay's process right after it, a cross-check).
+drain on PostgreSQL: N={db_drain_n}, the template's bin/worker-io (threads -c 8). Tracked: the
+  record is made at start (sent by apply_async, as delay() does), or exists (the state job_enqueue
+  leaves: queued records, messages published; reached in bulk, untimed). After the drain, N
+  records must be succeeded (none for the untracked task). The JSON also has
+  <key>_db_connections_per_1k: connections the worker opened to the database while draining."""
 
 
 def settings_from_env() -> Settings:
@@ -35,6 +50,9 @@ def settings_from_env() -> Settings:
         drain_n=int(os.environ.get("BENCH_DRAIN_N", "10000")),
         repeat=int(os.environ.get("BENCH_REPEAT", "3")),
         loglevel=os.environ.get("BENCH_LOGLEVEL", "WARNING"),
+        latency_n=int(os.environ.get("BENCH_LATENCY_N", "2000")),
+        relay_n=int(os.environ.get("BENCH_RELAY_N", "10000")),
+        db_drain_n=int(os.environ.get("BENCH_DB_DRAIN_N", "5000")),
     )
 
 
@@ -69,7 +87,7 @@ def run(scenarios: list[Scenario], settings: Settings) -> dict[str, Measurement]
             sample = scenario.run(settings)
             samples[scenario.key].append(sample)
             print(
-                f"  [{round_ + 1}] {scenario.label}: {sample.per_s:,.0f} {scenario.unit} "
+                f"  [{round_ + 1}] {scenario.label}: {report.number(sample.value)} {scenario.unit} "
                 f"({time.monotonic() - started:.0f}s)",
                 flush=True,
             )
@@ -94,7 +112,8 @@ def main() -> None:
     if busy > 0.3:
         print("  warning: something else is using the CPUs; rates will be low and noisy")
     scenarios = selected()
-    measurements = run(scenarios, settings)
+    with postgres.session():  # drops the bench's databases, however the run ends
+        measurements = run(scenarios, settings)
     table = report.rows([(s, measurements[s.key]) for s in scenarios])
     print()
     print(report.format_table(table))
@@ -102,13 +121,16 @@ def main() -> None:
     print()
     print(report.format_ratios(figures))
     print()
-    print(METHOD.format(**vars(settings)))
+    print(METHOD.format(**vars(settings), warmup=producer.WARMUP))
     print()
     print(report.notes(table))
     figures.update(
         noop_publish_n=settings.publish_n,
         noop_drain_n=settings.drain_n,
         noop_drain_repeat=settings.repeat,
+        enqueue_latency_n=settings.latency_n,
+        relay_n=settings.relay_n,
+        db_drain_n=settings.db_drain_n,
     )
     report.merge_json(RESULTS, figures)
     load = os.getloadavg()[0]
@@ -122,5 +144,5 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        print("\ninterrupted: workers stopped, vhosts deleted", file=sys.stderr)
+        print("\ninterrupted: workers stopped, vhosts and databases deleted", file=sys.stderr)
         sys.exit(130)

@@ -1,4 +1,5 @@
-"""One run of a measurement: a publish run or a drain run, each in a fresh vhost of its own."""
+"""One run of a measurement: publish, enqueue latency, relay or drain, each in a fresh vhost of its
+own (and, where a database is used, a fresh PostgreSQL database of its own: ``postgres``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,16 +20,17 @@ from celery import Celery
 from kombu import Queue
 from kombu.utils.uuid import uuid
 
-from tests.bench import probe, publisher
+from tests.bench import bare_app, postgres, probe, producer, publisher
 from tests.bench.rabbit import fresh_vhost, ready_count, total_count
 from tests.bench.workers import ROOT, running, tree_cpu_seconds
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One run: a rate, and other figures (JSON key suffix -> value)."""
+    """One run: its figure (a rate, or a latency in ms), and other figures (JSON key suffix ->
+    value)."""
 
-    per_s: float
+    value: float
     extra: dict[str, float] = field(default_factory=dict)
     #: What ran, for the reader (e.g. the worker's command line).
     note: str = ""
@@ -35,9 +38,9 @@ class Sample:
 
 @dataclass(frozen=True)
 class Measurement:
-    """The median of a scenario's runs (extras too), and the runs' rates."""
+    """The median of a scenario's runs (extras too), and the runs' figures."""
 
-    per_s: float
+    value: float
     runs: list[float]
     extra: dict[str, float]
     note: str
@@ -49,8 +52,8 @@ class Measurement:
             name: statistics.median(s.extra[name] for s in samples if name in s.extra)
             for name in names
         }
-        rates = [sample.per_s for sample in samples]
-        return cls(statistics.median(rates), rates, extra, samples[0].note)
+        values = [sample.value for sample in samples]
+        return cls(statistics.median(values), values, extra, samples[0].note)
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str, every: float) -> None:
@@ -69,6 +72,27 @@ def base_env(url: str) -> dict[str, str]:
         "CELERY_BROKER_URL": url,
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
+
+
+@contextmanager
+def maybe_database(label: str, wanted: bool) -> Iterator[str | None]:
+    """A fresh PostgreSQL database's URL when ``wanted``, else None."""
+    with postgres.fresh_database(label) if wanted else nullcontext() as url:
+        yield url
+
+
+def run_producer(mode: str, n: int, env: Mapping[str, str]) -> dict[str, float]:
+    """``python -m tests.bench.producer MODE N``; its RESULT."""
+    command = [sys.executable, "-m", "tests.bench.producer", mode, str(n)]
+    out = subprocess.run(
+        command, cwd=ROOT, env=dict(env), capture_output=True, text=True, timeout=900
+    )
+    if out.returncode:
+        raise RuntimeError(f"producer {mode} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(
+        out.stdout.splitlines()[-1].removeprefix(producer.RESULT_PREFIX)
+    )
+    return result
 
 
 # --- publish -------------------------------------------------------------------------------------
@@ -94,7 +118,70 @@ def publish(label: str, app: str, queue: str, n: int, conf: Mapping[str, Any]) -
     return Sample(n / result["seconds"], {"cpu_us_per_msg": round(result["cpu_seconds"] / n * 1e6)})
 
 
+# --- enqueue latency and relay -------------------------------------------------------------------
+
+
+def latency(label: str, mode: str, queue: str, n: int, *, database: bool) -> Sample:
+    """``n`` timed enqueues (``producer`` MODE) in a new vhost (and database): the p99 latency in
+    ms; extras ``p50_ms``, ``mean_ms``, ``max_ms``, ``cpu_us_per_msg`` (the producer's CPU per
+    enqueue) and, with a database, ``db_cpu_us_per_msg`` (the PostgreSQL server's, whole run)."""
+    with fresh_vhost(label) as url, maybe_database(label, database) as db:
+        env = {**base_env(url), **({"DATABASE_URL": db} if db else {})}
+        db_cpu = postgres.server_cpu_seconds()
+        result = run_producer(mode, n, env)
+        db_cpu = postgres.server_cpu_seconds() - db_cpu
+        expected = n + producer.WARMUP
+        wait_until(
+            lambda: ready_count(url, queue) == expected,
+            timeout=30,
+            what=f"{expected} messages in {queue}",
+            every=0.1,
+        )
+    extra = {
+        "p50_ms": round(result["p50_ms"], 3),
+        "mean_ms": round(result["mean_ms"], 3),
+        "max_ms": round(result["max_ms"], 1),
+        "cpu_us_per_msg": round(result["cpu_seconds"] / n * 1e6),
+    }
+    if db:
+        extra["db_cpu_us_per_msg"] = round(db_cpu / expected * 1e6)
+    return Sample(result["p99_ms"], extra)
+
+
+def relay(label: str, queue: str, n: int) -> Sample:
+    """``outbox_relay()`` over ``n`` pending rows (``producer`` relay): rows per second; extras
+    ``cpu_us_per_msg`` (the relay process's), ``db_cpu_us_per_msg`` (the PostgreSQL server's,
+    whole run: the untimed bulk insert included), and the cross-check: ``bare_publish_per_s``,
+    a bare ``delay()`` without confirms in the same process right after, and
+    ``ratio_vs_bare_same_process``."""
+    with fresh_vhost(label) as url, postgres.fresh_database(label) as db:
+        db_cpu = postgres.server_cpu_seconds()
+        result = run_producer("relay", n, {**base_env(url), "DATABASE_URL": db})
+        db_cpu = postgres.server_cpu_seconds() - db_cpu
+        bare_n = n // 2 + 1  # with the warm-up message
+        for name, count in ((queue, n), (bare_app.QUEUE.name, bare_n)):
+            wait_until(
+                lambda: ready_count(url, name) == count,  # noqa: B023  (called at once)
+                timeout=30,
+                what=f"{count} in {name}",
+                every=0.1,
+            )
+    rate, bare_rate = n / result["seconds"], (n // 2) / result["bare_seconds"]
+    return Sample(
+        rate,
+        {
+            "cpu_us_per_msg": round(result["cpu_seconds"] / n * 1e6),
+            "db_cpu_us_per_msg": round(db_cpu / n * 1e6),
+            "bare_publish_per_s": round(bare_rate, 1),
+            "ratio_vs_bare_same_process": round(rate / bare_rate, 3),
+        },
+    )
+
+
 # --- drain ---------------------------------------------------------------------------------------
+
+#: Fills a drain's queue: (the environment, broker and database URLs included; n).
+Filler = Callable[[Mapping[str, str], int], None]
 
 
 @dataclass(frozen=True)
@@ -111,6 +198,13 @@ class Drain:
     env: Mapping[str, str] = field(default_factory=dict)
     #: The worker's log level, when not the one every scenario gets (BENCH_LOGLEVEL).
     loglevel: str | None = None
+    #: Run on a fresh PostgreSQL database (``DATABASE_URL`` for the fill and the worker); without
+    #: it, the worker has no DATABASE_URL (the template falls back to SQLite, never opened).
+    database: bool = False
+    #: Fills the queue, when ``fill`` (raw messages, as ``apply_async`` sends them) does not.
+    filler: Filler | None = None
+    #: With a database, the drain must leave N succeeded job records (tracked) or none.
+    tracked: bool = False
 
 
 def fill(url: str, queue: Queue, task: str, n: int) -> None:
@@ -133,28 +227,47 @@ def fill(url: str, queue: Queue, task: str, n: int) -> None:
                 )
     finally:
         app.close()
-    wait_until(
-        lambda: ready_count(url, queue.name) == n, timeout=60, what=f"{n} in queue", every=0.1
-    )
+
+
+def fill_enqueued(env: Mapping[str, str], n: int) -> None:
+    """What ``n`` ``job_enqueue(tracked_noop)`` with the broker up leave (``producer``)."""
+    run_producer("fill-enqueued", n, env)
 
 
 def drain(drain: Drain, n: int, loglevel: str) -> Sample:
     """Fill the queue (untimed), start the worker, wait for ``n`` completions.
 
     The rate is n / (``worker_ready`` -> the last task's ``task_postrun``), both recorded in the
-    worker (see ``probe``); then the queue must hold nothing, unacked messages included. Extras:
-    ``startup_s``, launch -> ``worker_ready``; ``cpu_ms_per_1k``, CPU time of the worker's
-    processes (all of them) between ``worker_ready`` and the last completion, per 1,000 jobs.
+    worker (see ``probe``); then the queue must hold nothing, unacked messages included, and the
+    job records must be as ``drain.records`` says. Extras: ``startup_s``, launch ->
+    ``worker_ready``; ``cpu_ms_per_1k``, CPU time of the worker's processes (all of them) between
+    ``worker_ready`` and the last completion, per 1,000 jobs; with a database,
+    ``db_cpu_ms_per_1k``, the PostgreSQL server's CPU time over the same span, and
+    ``db_connections_per_1k``, the connections the worker opened to the database then.
     """
-    with fresh_vhost(drain.label) as url, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        fill(url, drain.queue, drain.task, n)
-        probe_dir = Path(tmp)
+    with (
+        fresh_vhost(drain.label) as url,
+        maybe_database(drain.label, drain.database) as db,
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+    ):
         env = {
             **base_env(url),
+            **({"DATABASE_URL": db} if db else {}),
             "BENCH_PROBE_DIR": tmp,
             "LOG_LEVEL": drain.loglevel or loglevel,
             **drain.env,
         }
+        if drain.filler:
+            drain.filler({**env, "BENCH_PROBE_DIR": ""}, n)
+        else:
+            fill(url, drain.queue, drain.task, n)
+        wait_until(
+            lambda: ready_count(url, drain.queue.name) == n,
+            timeout=60,
+            what=f"{n} in queue",
+            every=0.1,
+        )
+        probe_dir = Path(tmp)
         log = probe_dir / "worker.log"
         argv = drain.argv(env)
         launched = time.time()
@@ -167,13 +280,18 @@ def drain(drain: Drain, n: int, loglevel: str) -> Sample:
                     every=0.005,
                 )
                 cpu_start = tree_cpu_seconds(worker.pid)
+                db_cpu_start = postgres.server_cpu_seconds() if db else 0.0
+                sessions_start = postgres.sessions(db) if db else 0
                 wait_until(
                     lambda: worker.poll() is not None or probe.completions(probe_dir) >= n,
-                    timeout=max(120.0, n / 100),
+                    timeout=max(120.0, n / 20),  # tracked jobs drain at ~100/s
                     what=f"{n} jobs done",
                     every=0.02,
                 )
                 cpu = tree_cpu_seconds(worker.pid) - cpu_start
+                db_cpu = postgres.server_cpu_seconds() - db_cpu_start if db else 0.0
+                # Less the first query that counts them.
+                sessions = postgres.sessions(db) - sessions_start - 1 if db else 0
                 if worker.poll() is not None:
                     raise RuntimeError(f"worker exited with {worker.returncode}")
                 wait_until(
@@ -185,11 +303,15 @@ def drain(drain: Drain, n: int, loglevel: str) -> Sample:
             except Exception:
                 print(f"--- worker log ({drain.label}) ---\n{log.read_text()[-5000:]}")
                 raise
+        if db:
+            records = postgres.count_by_status(db)
+            if records != ({"succeeded": n} if drain.tracked else {}):
+                raise RuntimeError(f"job records by status after the drain: {records}")
         ready = probe.ready_at(probe_dir)
         assert ready is not None
         seconds = probe.last_completion(probe_dir) - ready
-        return Sample(
-            n / seconds,
-            {"startup_s": round(ready - launched, 2), "cpu_ms_per_1k": round(cpu / n * 1e6)},
-            note="celery " + " ".join(argv),
-        )
+        extra = {"startup_s": round(ready - launched, 2), "cpu_ms_per_1k": round(cpu / n * 1e6)}
+        if db:
+            extra["db_cpu_ms_per_1k"] = round(db_cpu / n * 1e6)
+            extra["db_connections_per_1k"] = round(sessions / n * 1e3, 1)
+        return Sample(n / seconds, extra, note="celery " + " ".join(argv))

@@ -25,31 +25,56 @@ def rows(results: Sequence[tuple[Scenario, Measurement]]) -> list[Row]:
     out = []
     for scenario, measurement in results:
         base = by_key.get(scenario.baseline) if scenario.baseline else None
-        out.append(Row(scenario, measurement, measurement.per_s / base.per_s if base else None))
+        out.append(Row(scenario, measurement, measurement.value / base.value if base else None))
     return out
 
 
 def figures(table: Sequence[Row]) -> dict[str, float]:
-    """One key per figure, e.g. ``noop_drain_bare_per_s``, ``noop_drain_ratio_vs_bare``: the
-    scenarios' rates and extras, and the ``RATIOS`` whose two scenarios both ran."""
+    """One key per figure, e.g. ``noop_drain_bare_per_s``, ``enqueue_p99_ms``,
+    ``noop_drain_ratio_vs_bare``: the scenarios' figures and extras, and the ``RATIOS`` whose two
+    scenarios both ran."""
     result: dict[str, float] = {}
-    rates = {row.scenario.key: row.measurement.per_s for row in table}
+    values = {row.scenario.key: row.measurement.value for row in table}
     for row in table:
         key = row.scenario.key
-        result[f"{key}_per_s"] = round(row.measurement.per_s, 1)
+        result[f"{key}_{row.scenario.figure}"] = round(
+            row.measurement.value, 3 if latency(row) else 1
+        )
         for name, value in row.measurement.extra.items():
             result[f"{key}_{name}"] = round(value, 3)
     for ratio_key, (numerator, denominator) in RATIOS.items():
-        if numerator in rates and denominator in rates:
-            result[ratio_key] = round(rates[numerator] / rates[denominator], 3)
+        if numerator in values and denominator in values:
+            result[ratio_key] = round(values[numerator] / values[denominator], 3)
     return result
 
 
+def latency(row: Row) -> bool:
+    return row.scenario.figure.endswith("_ms")
+
+
+def number(value: float) -> str:
+    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def figure(row: Row) -> str:
+    m = row.measurement
+    if latency(row):
+        return f"p99 {number(m.value)} ms, p50 {number(m.extra.get('p50_ms', float('nan')))}"
+    return f"{number(m.value)} {row.scenario.unit}"
+
+
 def cpu(m: Measurement) -> str:
+    """The process's CPU time, then the PostgreSQL server's when measured."""
     if "cpu_ms_per_1k" in m.extra:
-        return f"{m.extra['cpu_ms_per_1k']:,.0f} ms/1k jobs"
+        text = f"{m.extra['cpu_ms_per_1k']:,.0f} ms/1k jobs"
+        if "db_cpu_ms_per_1k" in m.extra:
+            text += f" + db {m.extra['db_cpu_ms_per_1k']:,.0f}"
+        return text
     if "cpu_us_per_msg" in m.extra:
-        return f"{m.extra['cpu_us_per_msg']:,.0f} us/msg"
+        text = f"{m.extra['cpu_us_per_msg']:,.0f} us/msg"
+        if "db_cpu_us_per_msg" in m.extra:
+            text += f" + db {m.extra['db_cpu_us_per_msg']:,.0f}"
+        return text
     return ""
 
 
@@ -67,9 +92,9 @@ def format_table(table: Sequence[Row]) -> str:
         lines.append(
             (
                 row.scenario.label,
-                f"{m.per_s:,.0f} {row.scenario.unit}",
+                figure(row),
                 vs_baseline(row),
-                " ".join(f"{run:,.0f}" for run in m.runs) if len(m.runs) > 1 else "",
+                " ".join(number(run) for run in m.runs) if len(m.runs) > 1 else "",
                 f"{m.extra['startup_s']:.2f}s" if "startup_s" in m.extra else "",
                 cpu(m),
             )

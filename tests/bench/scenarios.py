@@ -1,12 +1,14 @@
 """THE list of scenarios, and the ratios between them.
 
-A new scenario is an entry in ``SCENARIOS``, most often built by ``publish_scenario`` or
-``drain_scenario``; a new ratio is an entry in ``RATIOS``.
+A new scenario is an entry in ``SCENARIOS``, most often built by ``publish_scenario``,
+``latency_scenario`` or ``drain_scenario``; a new ratio is an entry in ``RATIOS``.
 
 A scenario's ``run`` does one run. Repeated scenarios run ``BENCH_REPEAT`` times, interleaved
 with the others (round 1 of every scenario, then round 2...), so that a burst of load elsewhere on
-the machine does not land on one scenario only; the median is kept. The rate goes to the JSON as
-``<key>_per_s``, extras as ``<key>_<name>``. The table shows each rate against its ``baseline``.
+the machine does not land on one scenario only; the median is kept. A scenario's figure is a rate
+(JSON key ``<key>_per_s``) or, for the enqueue-latency ones, the p99 latency in ms
+(``<key>_p99_ms``); extras go to the JSON as ``<key>_<name>``. The table shows each figure against
+its ``baseline``'s: for a latency, above 1 is slower.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ class Settings:
     drain_n: int
     repeat: int
     loglevel: str
+    #: Timed enqueues per latency scenario, rows per relay run, messages per database drain.
+    latency_n: int
+    relay_n: int
+    db_drain_n: int
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class Scenario:
     run: Callable[[Settings], Sample]
     repeated: bool
     baseline: str | None = None
+    #: The JSON key suffix of the figure: ``per_s`` (a rate) or ``p99_ms`` (a latency).
+    figure: str = "per_s"
 
     def runs(self, settings: Settings) -> int:
         return settings.repeat if self.repeated else 1
@@ -56,9 +64,24 @@ def publish_scenario(
     return run
 
 
+def latency_scenario(mode: str, *, database: bool = True) -> Callable[[Settings], Sample]:
+    """Enqueue latency, ``producer`` MODE, in a new vhost and (``database``) database."""
+    queue = bare_app.QUEUE.name if mode.startswith("bare") else DEFAULT_QUEUE
+
+    def run(settings: Settings) -> Sample:
+        return measure.latency(f"lat-{mode}", mode, queue, settings.latency_n, database=database)
+
+    return run
+
+
+def relay_scenario(settings: Settings) -> Sample:
+    return measure.relay("relay", DEFAULT_QUEUE, settings.relay_n)
+
+
 def drain_scenario(drain: Drain) -> Callable[[Settings], Sample]:
     def run(settings: Settings) -> Sample:
-        return measure.drain(drain, settings.drain_n, settings.loglevel)
+        n = settings.db_drain_n if drain.database else settings.drain_n
+        return measure.drain(drain, n, settings.loglevel)
 
     return run
 
@@ -83,19 +106,32 @@ def bare_drain(
     )
 
 
-def template_drain(label: str, script: str, *, loglevel: str | None = None) -> Drain:
+def template_drain(
+    label: str,
+    script: str,
+    *,
+    loglevel: str | None = None,
+    task: str = noop.NAME,
+    database: bool = False,
+    filler: measure.Filler | None = None,
+    tracked: bool = False,
+) -> Drain:
     """The template's worker as ``bin/<script>`` starts it, on the ``default`` queue."""
     return Drain(
         label=label,
         queue=work_queue(DEFAULT_QUEUE),
-        task=noop.NAME,
+        task=task,
         argv=lambda env: template_worker_argv(script, queue=DEFAULT_QUEUE, env=env),
         loglevel=loglevel,
+        database=database,
+        filler=filler,
+        tracked=tracked,
     )
 
 
 PUBLISH_BASE = "noop_publish_bare"
 DRAIN_BASE = "noop_drain_bare"
+LATENCY_BASE = "enqueue_bare"
 PREFETCH_1 = ("--prefetch-multiplier", "1")
 
 SCENARIOS: list[Scenario] = [
@@ -187,6 +223,82 @@ SCENARIOS: list[Scenario] = [
         repeated=True,
         baseline=DRAIN_BASE,
     ),
+    # --- on PostgreSQL: enqueue latency, the outbox relay, tracked jobs --------------------------
+    Scenario(
+        LATENCY_BASE,
+        "enqueue latency, bare Celery delay() (no confirms), 1 run",
+        "ms p99",
+        latency_scenario("bare-delay", database=False),
+        repeated=False,
+        figure="p99_ms",
+    ),
+    Scenario(
+        "enqueue",
+        "enqueue latency, template delay() (confirms), 1 run",
+        "ms p99",
+        latency_scenario("delay"),
+        repeated=False,
+        baseline=LATENCY_BASE,
+        figure="p99_ms",
+    ),
+    Scenario(
+        "outbox_enqueue",
+        "enqueue latency, job_enqueue() of a tracked job in atomic(), 1 run",
+        "ms p99",
+        latency_scenario("job-enqueue"),
+        repeated=False,
+        baseline=LATENCY_BASE,
+        figure="p99_ms",
+    ),
+    Scenario(
+        "relay_rows",
+        "outbox_relay() of pending rows, vs bare publish (no confirms), 1 run",
+        "rows/s",
+        relay_scenario,
+        repeated=False,
+        baseline=PUBLISH_BASE,
+    ),
+    Scenario(
+        "untracked_drain",
+        "drain on PostgreSQL, bin/worker-io, untracked no-op, 1 run",
+        "jobs/s",
+        drain_scenario(template_drain("drain-untracked", "worker-io", database=True)),
+        repeated=False,  # one run each: the whole bench within ~8 minutes
+        baseline=DRAIN_BASE,
+    ),
+    Scenario(
+        "tracked_drain",
+        "drain on PostgreSQL, tracked no-op sent by apply_async (no record yet), 1 run",
+        "jobs/s",
+        drain_scenario(
+            template_drain(
+                "drain-tracked",
+                "worker-io",
+                task=noop.TRACKED_NAME,
+                database=True,
+                tracked=True,
+            )
+        ),
+        repeated=False,  # one run each: the whole bench within ~8 minutes
+        baseline=DRAIN_BASE,
+    ),
+    Scenario(
+        "tracked_enqueued_drain",
+        "drain on PostgreSQL, tracked no-op sent by job_enqueue (record exists), 1 run",
+        "jobs/s",
+        drain_scenario(
+            template_drain(
+                "drain-enqueued",
+                "worker-io",
+                task=noop.TRACKED_NAME,
+                database=True,
+                filler=measure.fill_enqueued,
+                tracked=True,
+            )
+        ),
+        repeated=False,  # one run each: the whole bench within ~8 minutes
+        baseline=DRAIN_BASE,
+    ),
 ]
 
 #: JSON key -> (scenario, scenario it is divided by): the rates' ratio.
@@ -218,4 +330,17 @@ RATIOS: dict[str, tuple[str, str]] = {
         "noop_drain_template_cpu",
         "noop_drain_bare_acks_late",
     ),
+    # Latencies (p99): above 1 is slower than a bare delay() without confirms.
+    "enqueue_p99_ratio_vs_bare": ("enqueue", LATENCY_BASE),
+    "outbox_enqueue_p99_ratio_vs_bare": ("outbox_enqueue", LATENCY_BASE),
+    # The issue's aim: >= 0.8.
+    "relay_ratio_vs_unconfirmed_publish": ("relay_rows", PUBLISH_BASE),
+    # The issue's aims: tracked >= 0.5; untracked on PostgreSQL no slower than the io figure.
+    "tracked_drain_ratio_vs_bare": ("tracked_drain", DRAIN_BASE),
+    "tracked_enqueued_drain_ratio_vs_bare": ("tracked_enqueued_drain", DRAIN_BASE),
+    "untracked_drain_ratio_vs_bare": ("untracked_drain", DRAIN_BASE),
+    "untracked_drain_ratio_vs_template_io": ("untracked_drain", "noop_drain_template_io"),
+    # What tracking itself costs the same worker on the same database.
+    "tracked_drain_ratio_vs_untracked": ("tracked_drain", "untracked_drain"),
+    "tracked_enqueued_drain_ratio_vs_untracked": ("tracked_enqueued_drain", "untracked_drain"),
 }
