@@ -28,7 +28,8 @@ drain: N={drain_n} no-op messages published first (untimed); rate = N / (worker_
   worker runs with --without-mingle --without-gossip and log level {loglevel} unless its label
   says otherwise (--loglevel, and LOG_LEVEL for the template's Django logging).
 PostgreSQL scenarios: each run on a fresh database (a copy of one migrated for the run), server
-  as configured (commits flushed to disk); one run each. cpu "+ db" = the PostgreSQL server's.
+  as configured (commits flushed to disk); one run each, but the untracked drain (median of
+  {repeat}). cpu "+ db" = the PostgreSQL server's CPU time (other clients of it included).
 enqueue latency: one producer process (Django set up, as a web process), N={latency_n} calls
   each timed, after {warmup} untimed; p99 (the figure) and p50 in ms; vs baseline = latency / bare
   Celery's (above 1 is slower). job_enqueue is timed from entering transaction.atomic() to its
@@ -37,10 +38,11 @@ relay: N={relay_n} pending outbox rows as job_enqueue leaves them when the broke
   (bulk-created, analysed, untimed), then outbox_relay() timed until all are published and
   confirmed; vs the bare publish above (relay_rows_ratio_vs_bare_same_process: vs a bare
   delay() loop in the relay's process right after it, a cross-check).
-drain on PostgreSQL: N={db_drain_n}, the template's bin/worker-io (threads -c 8). Tracked: the
-  record is made at start (sent by apply_async, as delay() does), or exists (the state job_enqueue
-  leaves: queued records, messages published; reached in bulk, untimed). After the drain, N
-  records must be succeeded (none for the untracked task). The JSON also has
+drain on PostgreSQL: N={db_drain_n} (tracked: {tracked_n}), the template's bin/worker-io
+  (threads -c 8) with DATABASE_URL set; the untracked no-op never touches the database. Tracked:
+  the record is made at start (sent by apply_async, as delay() does), or exists (the state
+  job_enqueue leaves: queued records, messages published; reached in bulk, untimed). After the
+  drain, N records must be succeeded (none for the untracked task). The JSON also has
   <key>_db_connections_per_1k: connections the worker opened to the database while draining."""
 
 
@@ -53,6 +55,7 @@ def settings_from_env() -> Settings:
         latency_n=int(os.environ.get("BENCH_LATENCY_N", "2000")),
         relay_n=int(os.environ.get("BENCH_RELAY_N", "10000")),
         db_drain_n=int(os.environ.get("BENCH_DB_DRAIN_N", "5000")),
+        tracked_n=int(os.environ.get("BENCH_TRACKED_N", "2000")),
     )
 
 
@@ -131,6 +134,7 @@ def main() -> None:
         enqueue_latency_n=settings.latency_n,
         relay_n=settings.relay_n,
         db_drain_n=settings.db_drain_n,
+        tracked_drain_n=settings.tracked_n,
     )
     report.merge_json(RESULTS, figures)
     load = os.getloadavg()[0]
