@@ -193,6 +193,10 @@ CELERY_WORKER_CONSUMER = "app.consumer:DeadLetteringConsumer"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Task events (for Flower) are switched on by Flower itself while it runs; task-sent events are
 # left off: each would be one more confirmed publish on the web request's path.
+# Celery's Django fixup closes the database connection around every task (and, in prefork
+# children, the whole pool): a new PostgreSQL backend per job. config/celery.py hands the
+# connection back to the pool instead; this turns the fixup's closing off.
+CELERY_DB_REUSE_MAX = 10**9
 CELERY_TASK_QUEUES = queues.TASK_QUEUES
 CELERY_TASK_ROUTES = queues.TASK_ROUTES
 CELERY_TASK_DEFAULT_QUEUE = queues.DEFAULT_QUEUE
