@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from kombu import Connection
 
 from app.enqueue import job_enqueue
 from app.models import JobRecord, JobStatus
@@ -79,7 +78,7 @@ def job_id_parse(value: str) -> str:
 
 
 @contextmanager
-def dead_letters_open(queue: str | None = None) -> Iterator[tuple[Connection, list[DeadLetter]]]:
+def dead_letters_open(queue: str | None = None) -> Iterator[list[DeadLetter]]:
     """Take the dead messages unacknowledged; whatever is not acked returns to its queue."""
     with celery_app.connection_for_write() as conn:
         for dead in queues.DEAD_QUEUES:  # a fresh vhost may not have them yet
@@ -98,7 +97,7 @@ def dead_letters_open(queue: str | None = None) -> Iterator[tuple[Connection, li
             errors = {str(job_id): error for job_id, error in known.values_list("id", "error")}
             letters += [DeadLetter.from_message(name, m, errors) for m in found]
         try:
-            yield conn, letters
+            yield letters
         finally:
             channel.close()  # unacknowledged messages go back to their dead-letter queue
 
@@ -112,11 +111,11 @@ def _is_uuid(value: str) -> bool:
 
 
 def dead_letters_list(queue: str | None = None) -> list[DeadLetter]:
-    with dead_letters_open(queue) as (_, letters):
+    with dead_letters_open(queue) as letters:
         return letters
 
 
-def _republish(conn: Connection, letter: DeadLetter) -> None:
+def _republish(letter: DeadLetter) -> None:
     """Publish an untracked dead message again, as it was, to the queue it died in."""
     message = letter.message
     # Without x-death, and with its retries counted from zero again: a job that died of used-up
@@ -156,7 +155,7 @@ def dead_letters_replay(
             if replay is not None:
                 raise DeadLetterError(f"job {job_id} was replayed already, as {replay.id}")
     replayed: list[tuple[str, str]] = []
-    with dead_letters_open(queue) as (conn, letters):
+    with dead_letters_open(queue) as letters:
         chosen = [
             letter
             for letter in letters
@@ -175,7 +174,7 @@ def dead_letters_replay(
             if record is not None:
                 replayed.append((letter.job_id, _replay_record(record)))
             else:
-                _republish(conn, letter)
+                _republish(letter)
                 replayed.append((letter.job_id, letter.job_id))
             letter.ack()
         for job_id in missing:
@@ -206,7 +205,7 @@ def _replay_record(record: JobRecord) -> str:
 
 def dead_letters_purge(*, queue: str | None = None, confirm: Callable[[int], bool]) -> int:
     """Drop every dead message (of ``queue``) once ``confirm(count)`` says yes. Records stay."""
-    with dead_letters_open(queue) as (_, letters):
+    with dead_letters_open(queue) as letters:
         if not letters or not confirm(len(letters)):
             return 0
         for letter in letters:

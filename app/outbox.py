@@ -65,9 +65,9 @@ def _send(row: OutboxMessage, producer: Any) -> None:
     )
 
 
-def _mark_broken(row: OutboxMessage, exc: Exception) -> None:
-    logger.error("outbox row %s (%s) cannot be published: %r", row.id, row.task_name, exc)
-    OutboxMessage.objects.filter(id=row.id).update(error=f"{type(exc).__name__}: {exc}"[:500])
+def _mark_broken(row_id: int, exc: Exception) -> None:
+    logger.error("outbox row %s cannot be published: %r", row_id, exc)
+    OutboxMessage.objects.filter(id=row_id).update(error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def outbox_publish_one(*, message_id: int) -> bool:
@@ -90,7 +90,7 @@ def outbox_publish_one(*, message_id: int) -> bool:
         logger.warning("broker unavailable, outbox row %s left for the relay: %s", message_id, exc)
         return False
     except Exception as exc:  # the row's own fault: record it; the committed request stands
-        _mark_broken(OutboxMessage(id=message_id, task_name="?"), exc)
+        _mark_broken(message_id, exc)
         return False
 
 
@@ -122,7 +122,7 @@ def _publish_batch(rows: Sequence[OutboxMessage]) -> list[OutboxMessage]:
             except BROKER_DOWN:
                 raise
             except Exception as exc:
-                _mark_broken(row, exc)
+                _mark_broken(row.id, exc)
                 continue
             published.append(row)
         deadline = time.monotonic() + BATCH_CONFIRM_TIMEOUT
