@@ -426,3 +426,45 @@ def test_an_eta_past_the_consumer_timeout_is_refused(broker: Broker) -> None:
     with pytest.raises(EnqueueError, match="consumer_timeout"):
         job_enqueue(jobs.tracked_record, args=["/dev/null"], eta=later)
     assert not OutboxMessage.objects.exists()
+
+
+def test_record_start_covers_every_state_in_one_statement() -> None:
+    """record_start is raw SQL (one upsert): each case the ORM version handled, on both DBs."""
+
+    def start(job_id: str, args: tuple[object, ...] = ()) -> bool:
+        return records.record_start(
+            job_id=job_id, task_name="t", queue="q", args=args, kwargs={}, correlation_id="c"
+        )
+
+    new = str(uuid.uuid4())  # sent with plain delay(): no record yet
+    assert start(new, args=("x" * 300,)) is True
+    created = record(new)
+    assert (created.status, created.attempts, created.queue) == (JobStatus.STARTED, 1, "q")
+    assert created.payload == {"args": ["x" * 300], "kwargs": {}}
+    assert len(created.summary) == records.SUMMARY_LENGTH and created.correlation_id == "c"
+    assert created.started_at is not None and created.finished_at is None
+
+    assert start(new) is True  # a retry: one more attempt
+    assert record(new).attempts == 2
+
+    records.record_succeed(job_id=new, result=None)
+    assert start(new) is False  # a redelivery of an ended job: skipped, left alone
+    ended = record(new)
+    assert (ended.status, ended.attempts, ended.result) == (JobStatus.SUCCEEDED, 2, None)
+
+    waiting = str(uuid.uuid4())
+    JobRecord.objects.create(id=waiting, task_name="t", status=JobStatus.RETRYING, attempts=1)
+    JobRecord.objects.filter(id=waiting).update(cancel_requested=True)
+    assert start(waiting) is False  # cancelled while it waited for its retry: ends now
+    cancelled = record(waiting)
+    assert (cancelled.status, cancelled.attempts) == (JobStatus.CANCELLED, 1)
+    assert cancelled.finished_at is not None
+
+    with pytest.raises(ValueError, match="must be a UUID"):
+        start("not-a-uuid")
+
+
+def test_the_raw_sql_spells_the_table_and_final_statuses_as_the_model_does() -> None:
+    final = ", ".join(f"'{status.value}'" for status in records.FINAL_STATUSES)
+    for sql in (records._START_SQL, records._SUCCEED_SQL):
+        assert JobRecord._meta.db_table in sql and f"NOT IN ({final})" in sql
