@@ -15,16 +15,18 @@ What happens to a job that raises:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.exceptions import Ignore, TimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
 from celery.worker.request import Request
 
 from app import records
 from app.context import correlation_id
-from app.errors import TRANSIENT_ERRORS, PermanentError
+from app.errors import DATABASE_UNAVAILABLE, TRANSIENT_ERRORS, PermanentError
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +56,10 @@ class JobRequest(Request):
             queue = self.delivery_info.get("routing_key", "?")
             logger.error("%s[%s] dead-lettered to %s.dead", self.name, self.id, queue)
             if getattr(self.task, "tracked", False):
-                records.record_dead_lettered(
-                    job_id=self.id, reason=f"dead-lettered to {queue}.dead"
+                _write_record(
+                    records.record_dead_lettered,
+                    job_id=self.id,
+                    reason=f"dead-lettered to {queue}.dead",
                 )
         super().reject(requeue=requeue)
 
@@ -84,35 +88,63 @@ class Job(Task):
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         if not self.tracked:
             return
-        started = records.record_start(
-            job_id=task_id,
-            task_name=self.name,
-            queue=(self.request.delivery_info or {}).get("routing_key", ""),
-            args=args,
-            kwargs=kwargs,
-            correlation_id=correlation_id(),
-        )
+        try:
+            started = records.record_start(
+                job_id=task_id,
+                task_name=self.name,
+                queue=(self.request.delivery_info or {}).get("routing_key", ""),
+                args=args,
+                kwargs=kwargs,
+                correlation_id=correlation_id(),
+            )
+        except DATABASE_UNAVAILABLE as exc:
+            # Not the job's fault: without this, a database restart dead-letters every tracked
+            # job that starts meanwhile. Retried like a transient error, with backoff.
+            countdown = get_exponential_backoff_interval(
+                factor=1, retries=self.request.retries, maximum=self.retry_backoff_max
+            )
+            raise self.retry(exc=exc, countdown=countdown) from exc
         if not started:
             logger.info("job already ended; redelivered message acknowledged and skipped")
             raise Ignore()
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if self.tracked:
-            records.record_succeed(job_id=task_id, result=retval)
+            _write_record(records.record_succeed, job_id=task_id, result=retval)
 
     def on_retry(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
     ) -> None:
         logger.warning("transient failure, will retry: %s: %s", type(exc).__name__, exc)
         if self.tracked:
-            records.record_retry(job_id=task_id, error=_error(exc), traceback=str(einfo))
+            _write_record(
+                records.record_retry, job_id=task_id, error=_error(exc), traceback=str(einfo)
+            )
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
     ) -> None:
         if self.tracked:
             dead = bool(self.acks_late and not self.acks_on_failure)
-            records.record_fail(job_id=task_id, error=_error(exc), traceback=str(einfo), dead=dead)
+            _write_record(
+                records.record_fail,
+                job_id=task_id,
+                error=_error(exc),
+                traceback=str(einfo),
+                dead=dead,
+            )
+
+
+def _write_record(write: Callable[..., None], **fields: Any) -> None:
+    """Write a job's outcome; with the database down, log it and let the message go on.
+
+    What happens to the message (ack, retry, dead letter) must not depend on the record: an
+    exception here would turn a job that succeeded, or is being retried, into a failure.
+    """
+    try:
+        write(**fields)
+    except DATABASE_UNAVAILABLE:
+        logger.exception("job record not updated (%s): database unavailable", write.__name__)
 
 
 def _error(exc: BaseException) -> str:

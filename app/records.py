@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -80,19 +81,30 @@ def record_start(
         now,
         now,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_START_SQL, params)
-        row = cursor.fetchone()
+    row = _execute(_START_SQL, params)
     return row is not None and row[0] == JobStatus.STARTED
 
 
 def record_succeed(*, job_id: str, result: Any) -> None:
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SUCCEED_SQL,
-            [_json_or_null(result), now, now, _uuid_hex(job_id)],
-        )
+    _execute(_SUCCEED_SQL, [_json_or_null(result), now, now, _uuid_hex(job_id)])
+
+
+def _execute(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+    """Run one statement; return its first row, if it returns rows.
+
+    On PostgreSQL, with server-side parameters and a prepared statement: Django's cursors bind
+    parameters client-side, quoting each value in Python, and PostgreSQL plans the statement
+    anew every time; together about a quarter of a tracked no-op job's worker CPU.
+    """
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone() if cursor.description else None
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone() if cursor.description else None
 
 
 def _json_or_null(value: Any) -> str | None:

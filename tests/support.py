@@ -187,11 +187,11 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class BrokerProxy:
-    """A TCP proxy in front of RabbitMQ that a test can take down and bring back.
+class TcpProxy:
+    """A TCP proxy in front of RabbitMQ or PostgreSQL that a test can take down and bring back.
 
-    Down, it refuses connections and cuts the open ones, as a stopped broker would, for the
-    clients that use it, while workers and other tests keep the real broker.
+    Down, it refuses connections and cuts the open ones, as a stopped server would, for the
+    clients that use it, while other processes and tests keep the real server.
     """
 
     def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
@@ -204,9 +204,9 @@ class BrokerProxy:
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
 
-    def url(self, broker_url: str) -> str:
-        """``broker_url`` (the test vhost) through this proxy."""
-        return broker_url.replace(":5672/", f":{self.port}/")
+    def url(self, url: str) -> str:
+        """``url`` (the test vhost, or the test database) through this proxy."""
+        return url.replace(f":{self.target[1]}/", f":{self.port}/")
 
     def up(self) -> None:
         listener = socket.socket()

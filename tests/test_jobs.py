@@ -33,7 +33,7 @@ from tests import jobs
 from tests.support import (
     ROOT,
     Broker,
-    BrokerProxy,
+    TcpProxy,
     database_url,
     read_events,
     running_worker,
@@ -77,7 +77,7 @@ def test_a_committed_enqueue_is_published_and_marked_sent(broker: Broker, events
 def test_jobs_enqueued_while_the_broker_is_down_run_exactly_once_when_it_is_back(
     broker: Broker, events: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proxy = BrokerProxy()
+    proxy = TcpProxy()
     real_url = celery_app.conf.broker_url
     # This process (the web app) reaches RabbitMQ through the proxy; the worker does not.
     monkeypatch.setenv("CELERY_BROKER_URL", proxy.url(real_url))
@@ -468,3 +468,63 @@ def test_the_raw_sql_spells_the_table_and_final_statuses_as_the_model_does() -> 
     final = ", ".join(f"'{status.value}'" for status in records.FINAL_STATUSES)
     for sql in (records._START_SQL, records._SUCCEED_SQL):
         assert JobRecord._meta.db_table in sql and f"NOT IN ({final})" in sql
+
+
+def database_sessions() -> int:
+    """Connections ever opened to the test database (PostgreSQL 14+ statistics)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
+
+
+@postgres_only
+@pytest.mark.slow
+def test_workers_reuse_database_connections_across_tasks(broker: Broker, tmp_path: Path) -> None:
+    """Celery's Django fixup closes connections around every task unless CELERY_DB_REUSE_MAX
+    reaches it, and in prefork children it closes the whole pool: a new backend per job."""
+    with running_worker(log_dir=tmp_path, pool="prefork", concurrency=2):
+        warm = [job_enqueue(jobs.tracked_record, args=["/dev/null"]) for _ in range(4)]
+        wait_for(lambda: all(status_is(job_id, JobStatus.SUCCEEDED) for job_id in warm))
+        before = database_sessions()
+        batch = [job_enqueue(jobs.tracked_record, args=["/dev/null"]) for _ in range(60)]
+        wait_for(lambda: all(status_is(job_id, JobStatus.SUCCEEDED) for job_id in batch))
+        opened = database_sessions() - before
+    assert opened < 10, f"{opened} new database connections for 60 tracked jobs"
+
+
+def succeeded(job_ids: list[str]) -> bool:
+    """Whether every one of these jobs (records made by the worker) has succeeded."""
+    done = JobRecord.objects.filter(id__in=job_ids, status=JobStatus.SUCCEEDED).count()
+    return done == len(job_ids)
+
+
+@postgres_only
+@pytest.mark.slow
+def test_a_database_outage_delays_tracked_jobs_and_loses_none(
+    broker: Broker, events: Path, tmp_path: Path
+) -> None:
+    """The worker reaches PostgreSQL through a proxy that goes down: jobs starting meanwhile
+    are retried, not dead-lettered, and run once the database is back."""
+    proxy = TcpProxy(target=("127.0.0.1", 5432))
+    proxy.up()
+    try:
+        worker_env = {"DATABASE_URL": proxy.url(database_url())}
+        with running_worker(log_dir=tmp_path, pool="threads", env=worker_env) as worker:
+            warm = jobs.tracked_record.delay(str(events)).id
+            wait_for(lambda: succeeded([warm]), what="a job before the outage")
+            proxy.down()
+            during = [jobs.tracked_record.delay(str(events)).id for _ in range(3)]
+            wait_for(
+                lambda: worker.output().count("Retry in") >= 3, what="the worker to retry them"
+            )
+            proxy.up()
+            wait_for(
+                lambda: succeeded(during),
+                timeout=60,
+                what="the jobs to run once the database is back",
+            )
+    finally:
+        proxy.down()
+    assert [e["event"] for e in read_events(events)].count("done") == 4
+    assert broker.depth("default") == 0 and broker.depth("default.dead") == 0
