@@ -24,5 +24,5 @@ about a third of its no-op throughput and would hide the rest), ``BENCH_ONLY`` (
 substrings of scenario keys to run; all when unset), ``BENCH_LATENCY_N`` (timed enqueues per
 latency scenario, 2000), ``BENCH_RELAY_N`` (pending outbox rows relayed, 10000),
 ``BENCH_DB_DRAIN_N`` (messages per untracked drain on PostgreSQL, 5000), ``BENCH_TRACKED_N``
-(messages per tracked drain, 2000: they drain about ten times slower).
+(messages per tracked drain, 5000: they drain two to three times slower).
 """

@@ -55,7 +55,7 @@ def settings_from_env() -> Settings:
         latency_n=int(os.environ.get("BENCH_LATENCY_N", "2000")),
         relay_n=int(os.environ.get("BENCH_RELAY_N", "10000")),
         db_drain_n=int(os.environ.get("BENCH_DB_DRAIN_N", "5000")),
-        tracked_n=int(os.environ.get("BENCH_TRACKED_N", "2000")),
+        tracked_n=int(os.environ.get("BENCH_TRACKED_N", "5000")),
     )
 
 

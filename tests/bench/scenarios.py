@@ -30,7 +30,7 @@ class Settings:
     repeat: int
     loglevel: str
     #: Timed enqueues per latency scenario, rows per relay run, messages per drain on PostgreSQL
-    #: (untracked, and tracked: these drain ten times slower).
+    #: (untracked, and tracked: these drain two to three times slower).
     latency_n: int
     relay_n: int
     db_drain_n: int
