@@ -100,13 +100,20 @@ class Job(Task):
         except DATABASE_UNAVAILABLE as exc:
             # Not the job's fault: without this, a database restart dead-letters every tracked
             # job that starts meanwhile. Retried like a transient error, with backoff.
-            countdown = get_exponential_backoff_interval(
-                factor=1, retries=self.request.retries, maximum=self.retry_backoff_max
-            )
-            raise self.retry(exc=exc, countdown=countdown) from exc
+            raise self.retry(exc=exc, countdown=self.backoff(self.request.retries)) from exc
         if not started:
             logger.info("job already ended; redelivered message acknowledged and skipped")
             raise Ignore()
+
+    def backoff(self, retries: int) -> int:
+        """Seconds before retry number ``retries + 1``, as autoretry computes them (with jitter:
+        jobs that failed together must not all come back together)."""
+        return get_exponential_backoff_interval(
+            factor=int(self.retry_backoff) or 1,
+            retries=retries,
+            maximum=self.retry_backoff_max,
+            full_jitter=self.retry_jitter,
+        )
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if self.tracked:

@@ -93,14 +93,15 @@ def record_succeed(*, job_id: str, result: Any) -> None:
 def _execute(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     """Run one statement; return its first row, if it returns rows.
 
-    On PostgreSQL, with server-side parameters and a prepared statement: Django's cursors bind
-    parameters client-side, quoting each value in Python, and PostgreSQL plans the statement
-    anew every time; together about a quarter of a tracked no-op job's worker CPU.
+    On PostgreSQL, with server-side parameters and a prepared statement (``prepare_threshold``
+    in config/settings.py): Django's cursors bind parameters client-side, quoting each value in
+    Python, and PostgreSQL then parses and plans the statement anew every time.
     """
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone() if cursor.description else None
+    connection.close_if_health_check_failed()  # as Django's own cursors do (CONN_HEALTH_CHECKS)
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
