@@ -23,6 +23,7 @@ from celery import Task
 from celery.exceptions import Ignore, TimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from celery.worker.request import Request
+from django.db import connection
 
 from app import records
 from app.context import correlation_id
@@ -146,8 +147,14 @@ def _write_record(write: Callable[..., None], **fields: Any) -> None:
     """Write a job's outcome; with the database down, log it and let the message go on.
 
     What happens to the message (ack, retry, dead letter) must not depend on the record: an
-    exception here would turn a job that succeeded, or is being retried, into a failure.
+    exception here would turn a job that succeeded, or is being retried, into a failure. A
+    connection that broke while the job ran (a database restart) gets one reconnection.
     """
+    try:
+        write(**fields)
+        return
+    except DATABASE_UNAVAILABLE:
+        connection.close()
     try:
         write(**fields)
     except DATABASE_UNAVAILABLE:

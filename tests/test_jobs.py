@@ -496,6 +496,19 @@ def test_a_connection_killed_while_idle_is_replaced_before_the_start_write() -> 
     assert connection.connection.info.backend_pid != backend
 
 
+@postgres_only
+def test_a_final_write_reconnects_once_when_the_connection_broke_during_the_job() -> None:
+    """Without it, a job that succeeded across a database restart stayed "started" forever."""
+    job_id = str(uuid.uuid4())
+    records.record_start(
+        job_id=job_id, task_name="t", queue="q", args=(), kwargs={}, correlation_id=""
+    )
+    with psycopg.connect(database_url(), autocommit=True) as other:  # the job runs; PG restarts
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    jobs.tracked_record.on_success({"ok": True}, job_id, (), {})
+    assert record(job_id).status == JobStatus.SUCCEEDED
+
+
 def test_jobs_retried_for_a_database_outage_back_off_with_jitter() -> None:
     countdowns = {jobs.tracked_record.backoff(retries=4) for _ in range(50)}
     assert len(countdowns) > 1 and max(countdowns) <= 16  # spread over 0..16 s, not all at 16
