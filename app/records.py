@@ -39,7 +39,7 @@ _START_SQL = """
 INSERT INTO app_jobrecord (
     id, task_name, queue, summary, payload, status, progress, progress_message, attempts,
     error, traceback, cancel_requested, correlation_id, enqueued_at, started_at, updated_at
-) VALUES (%s, %s, %s, %s, %s, 'started', 0, '', 1, '', '', %s, %s, %s, %s, %s)
+) VALUES (%s, %s, %s, %s, %s, 'started', 0, '', 1, '', '', FALSE, %s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET
     status = CASE WHEN app_jobrecord.cancel_requested THEN 'cancelled' ELSE 'started' END,
     attempts = app_jobrecord.attempts + CASE WHEN app_jobrecord.cancel_requested THEN 0 ELSE 1 END,
@@ -75,7 +75,6 @@ def record_start(
         queue,
         arguments_summary(args, kwargs),
         payload,
-        False,
         correlation_id,
         now,
         now,
