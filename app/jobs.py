@@ -144,21 +144,25 @@ class Job(Task):
 
 
 def _write_record(write: Callable[..., None], **fields: Any) -> None:
-    """Write a job's outcome; with the database down, log it and let the message go on.
+    """Write a job's outcome; when that fails, log it and let the message go on.
 
     What happens to the message (ack, retry, dead letter) must not depend on the record: an
-    exception here would turn a job that succeeded, or is being retried, into a failure. A
-    connection that broke while the job ran (a database restart) gets one reconnection.
+    exception here would turn a job that succeeded, or is being retried, into a failure, or
+    leave a rejected message unacknowledged. A connection that broke while the job ran (a
+    database restart) gets one reconnection.
     """
-    try:
-        write(**fields)
-        return
-    except DATABASE_UNAVAILABLE:
-        connection.close()
-    try:
-        write(**fields)
-    except DATABASE_UNAVAILABLE:
-        logger.exception("job record not updated (%s): database unavailable", write.__name__)
+    for attempt in (1, 2):
+        try:
+            write(**fields)
+            return
+        except DATABASE_UNAVAILABLE:
+            if attempt == 1:
+                connection.close()
+                continue
+            logger.exception("job record not updated (%s): database unavailable", write.__name__)
+        except Exception:
+            logger.exception("job record not updated (%s)", write.__name__)
+            return
 
 
 def _error(exc: BaseException) -> str:

@@ -509,6 +509,19 @@ def test_a_final_write_reconnects_once_when_the_connection_broke_during_the_job(
     assert record(job_id).status == JobStatus.SUCCEEDED
 
 
+@pytest.mark.slow
+def test_a_tracked_job_whose_id_is_not_a_uuid_is_dead_lettered_with_a_clear_error(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """apply_async(task_id=...) takes any string; a record needs a UUID. The record writes
+    failing must not keep the message from its dead-letter queue (it stayed unacknowledged)."""
+    with running_worker(log_dir=tmp_path) as worker:
+        celery_app.send_task(jobs.tracked_record.name, args=["/dev/null"], task_id="not-a-uuid")
+        wait_for(lambda: broker.depth("default.dead") == 1, what="the job in default.dead")
+        assert "a tracked job's id must be a UUID, not 'not-a-uuid'" in worker.output()
+    assert broker.depth("default") == 0
+
+
 def test_jobs_retried_for_a_database_outage_back_off_with_jitter() -> None:
     countdowns = {jobs.tracked_record.backoff(retries=4) for _ in range(50)}
     assert len(countdowns) > 1 and max(countdowns) <= 16  # spread over 0..16 s, not all at 16
