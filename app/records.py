@@ -11,7 +11,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -19,6 +18,7 @@ from django.utils import timezone
 
 from app.errors import DATABASE_UNAVAILABLE
 from app.models import FINAL_STATUSES, JobRecord, JobStatus
+from app.statements import Statement
 
 SUMMARY_LENGTH = 200
 
@@ -30,13 +30,16 @@ def arguments_summary(args: Any, kwargs: Any) -> str:
     return text if len(text) <= SUMMARY_LENGTH else text[: SUMMARY_LENGTH - 1] + "…"
 
 
-# The two writes every tracked job makes (start, succeed) are one SQL statement each: through
-# the ORM they cost 3 to 5 times more worker CPU, which capped tracked throughput (make bench,
-# ``tracked_drain_ratio_vs_bare``). The rarer transitions below use the ORM.
+# The two writes every tracked job makes (start, succeed) are one prepared SQL statement each
+# (app/statements.py): through the ORM they cost 3 to 5 times more worker CPU, which capped
+# tracked throughput (make bench, ``tracked_drain_ratio_vs_bare``). The rarer transitions below
+# use the ORM.
 
 # The table and statuses are spelled out (app_jobrecord, FINAL_STATUSES): tests/test_jobs.py
 # checks every transition, on SQLite and PostgreSQL.
-_START_SQL = """
+_START = Statement(
+    "job_record_start",
+    """
 INSERT INTO app_jobrecord (
     id, task_name, queue, summary, payload, status, progress, progress_message, attempts,
     error, traceback, cancel_requested, correlation_id, enqueued_at, started_at, updated_at
@@ -50,13 +53,17 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at = excluded.updated_at
 WHERE app_jobrecord.status NOT IN ('succeeded', 'failed', 'dead', 'cancelled')
 RETURNING status
-"""
+""",
+)
 
-_SUCCEED_SQL = """
+_SUCCEED = Statement(
+    "job_record_succeed",
+    """
 UPDATE app_jobrecord SET status = 'succeeded', progress = 100, result = %s,
     finished_at = %s, updated_at = %s
 WHERE id = %s AND status NOT IN ('succeeded', 'failed', 'dead', 'cancelled')
-"""
+""",
+)
 
 
 def record_start(
@@ -81,51 +88,36 @@ def record_start(
         now,
         now,
     ]
-    row = _execute(_START_SQL, params)
-    return row is not None and row[0] == JobStatus.STARTED
+    return _execute(_START, params) == JobStatus.STARTED
 
 
 def record_succeed(*, job_id: str, result: Any) -> None:
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    _execute(_SUCCEED_SQL, [_json_or_null(result), now, now, _uuid_hex(job_id)])
+    _execute(_SUCCEED, [_json_or_null(result), now, now, _uuid_hex(job_id)])
 
 
-def _execute(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
-    """Run one statement; return its first row, if it returns rows.
+def _execute(statement: Statement, params: list[Any]) -> str | None:
+    """Run a hot-path statement (app/statements.py); the first column of its first row.
 
-    On PostgreSQL, with server-side parameters and a prepared statement (``prepare_threshold``
-    in config/settings.py): Django's cursors bind parameters client-side, quoting each value in
-    Python, and PostgreSQL then parses and plans the statement anew every time.
+    The statement is its own health check. Django's (CONN_HEALTH_CHECKS) costs a SELECT 1
+    round trip per task, about a fifth of tracked throughput (make bench). A connection that
+    broke while idle (a database restart) fails the statement before it runs: it runs once
+    more on a new connection (not inside a transaction: that is lost with the connection).
+    Broken in the middle of a start write, it may have committed: the job then counts one
+    attempt more, nothing worse; both writes are guarded.
     """
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone() if cursor.description else None
-    # The statement is its own health check. Django's (CONN_HEALTH_CHECKS) costs a SELECT 1
-    # round trip per task, about a fifth of tracked throughput (make bench). A connection that
-    # broke while idle (a database restart) fails the statement before it runs: it runs once
-    # more on a new connection (not inside a transaction: that is lost with the connection).
-    # Broken in the middle of a start write, it may have committed: the job then counts one
-    # attempt more, nothing worse; both writes are guarded.
     reused = connection.connection is not None and not connection.in_atomic_block
     try:
-        row = _execute_prepared(sql, params)
+        value = statement.execute(params)
     except DATABASE_UNAVAILABLE:
         if not reused:
             raise
         connection.close()
-        row = _execute_prepared(sql, params)
+        value = statement.execute(params)
     # Proven usable: the task's own queries skip Django's check too (an attribute of Django's
     # connection since 4.1, which django-stubs does not know).
     connection.health_check_done = True  # type: ignore[attr-defined]
-    return row
-
-
-def _execute_prepared(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchone() if cursor.description else None
+    return value
 
 
 def _json_or_null(value: Any) -> str | None:

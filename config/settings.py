@@ -108,12 +108,6 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"].endswith("postgresql"):
-    # Let psycopg prepare statements run 5 times on a connection. Django turns this off, and
-    # its own queries, bound client-side, are never prepared anyway; the job-record writes
-    # (app/records.py) are, which halves the database CPU a tracked job costs (0.8 -> 0.4 ms).
-    # Behind PgBouncer in transaction mode older than 1.21, set it to None.
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so worker processes started by the tests see the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import close_old_connections, connection, transaction
+from django.db import DataError, close_old_connections, connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 from django.utils import timezone
@@ -465,22 +465,49 @@ def test_record_start_covers_every_state_in_one_statement() -> None:
         start("not-a-uuid")
 
 
-def start_a_new_record() -> bool:
-    return records.record_start(
-        job_id=str(uuid.uuid4()), task_name="t", queue="q", args=(), kwargs={}, correlation_id=""
+def start_a_new_record() -> str:
+    job_id = str(uuid.uuid4())
+    assert records.record_start(
+        job_id=job_id, task_name="t", queue="q", args=(), kwargs={}, correlation_id=""
     )
+    return job_id
 
 
 @postgres_only
-def test_the_record_writes_are_prepared_statements() -> None:
-    """Django turns psycopg's statement preparation off; settings turn it on for these writes,
-    which halves the database CPU of a tracked job."""
-    for _ in range(6):
-        start_a_new_record()
+def test_the_record_writes_are_prepared_once_per_connection() -> None:
+    """Prepared, PostgreSQL plans each write once per connection, not once per job."""
+    for _ in range(3):
+        job_id = start_a_new_record()
+        records.record_succeed(job_id=job_id, result=None)
+    assert prepared_statements() == {"job_record_start", "job_record_succeed"}
+
+
+@postgres_only
+def test_the_record_writes_prepare_again_when_their_statements_were_dropped() -> None:
+    """As DISCARD ALL or a connection pooler may do behind the application's back."""
+    start_a_new_record()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT statement FROM pg_prepared_statements")
-        prepared = [row[0] for row in cursor.fetchall()]
-    assert any("INSERT INTO app_jobrecord" in statement for statement in prepared), prepared
+        cursor.execute("DEALLOCATE ALL")
+    assert prepared_statements() == set()
+    job_id = start_a_new_record()
+    assert record(job_id).status == JobStatus.STARTED
+    assert prepared_statements() == {"job_record_start"}
+
+
+@postgres_only
+def test_a_record_write_rejected_by_the_database_raises_its_error_and_leaves_it_usable() -> None:
+    with pytest.raises(DataError, match="value too long"):
+        records.record_start(
+            job_id=str(uuid.uuid4()), task_name="t" * 201, queue="q", args=(), kwargs={},
+            correlation_id="",
+        )  # fmt: skip
+    assert record(start_a_new_record()).status == JobStatus.STARTED
+
+
+def prepared_statements() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements")
+        return {row[0] for row in cursor.fetchall()}
 
 
 @postgres_only
@@ -492,10 +519,7 @@ def test_a_connection_killed_while_idle_is_replaced_by_the_start_write() -> None
     with psycopg.connect(database_url(), autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [backend])
     close_old_connections()  # what the worker does around each task
-    job_id = str(uuid.uuid4())
-    assert records.record_start(
-        job_id=job_id, task_name="t", queue="q", args=(), kwargs={}, correlation_id=""
-    )
+    job_id = start_a_new_record()
     assert connection.connection.info.backend_pid != backend
     assert record(job_id).attempts == 1
 
@@ -558,7 +582,7 @@ def test_jobs_retried_for_a_database_outage_back_off_with_jitter() -> None:
 
 def test_the_raw_sql_spells_the_table_and_final_statuses_as_the_model_does() -> None:
     final = ", ".join(f"'{status.value}'" for status in records.FINAL_STATUSES)
-    for sql in (records._START_SQL, records._SUCCEED_SQL):
+    for sql in (records._START.sql, records._SUCCEED.sql):
         assert JobRecord._meta.db_table in sql and f"NOT IN ({final})" in sql
 
 

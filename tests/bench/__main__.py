@@ -28,8 +28,8 @@ drain: N={drain_n} no-op messages published first (untimed); rate = N / (worker_
   worker runs with --without-mingle --without-gossip and log level {loglevel} unless its label
   says otherwise (--loglevel, and LOG_LEVEL for the template's Django logging).
 PostgreSQL scenarios: each run on a fresh database (a copy of one migrated for the run), server
-  as configured (commits flushed to disk); one run each, but the untracked drain (median of
-  {repeat}). cpu "+ db" = the PostgreSQL server's CPU time (other clients of it included).
+  as configured (commits flushed to disk); one run each, but the untracked and tracked drains
+  (median of {repeat}). cpu "+ db" = the PostgreSQL server's CPU time (other clients included).
 enqueue latency: one producer process (Django set up, as a web process), N={latency_n} calls
   each timed, after {warmup} untimed; p99 (the figure) and p50 in ms; vs baseline = latency / bare
   Celery's (above 1 is slower). job_enqueue is timed from entering transaction.atomic() to its
