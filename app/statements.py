@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from psycopg import errors, pq
 
 #: Names of the statements prepared on each open psycopg connection.
@@ -37,18 +37,19 @@ class Statement:
         numbers = iter(range(1, sql.count("%s") + 1))
         self._numbered = re.sub("%s", lambda _: f"${next(numbers)}", sql).encode()
 
-    def execute(self, params: list[Any]) -> str | None:
-        if connection.vendor != "postgresql":
-            with connection.cursor() as cursor:
+    def execute(self, db: BaseDatabaseWrapper, params: list[Any]) -> str | None:
+        """Run on ``db``, a connection of ``django.db.connections``."""
+        if db.vendor != "postgresql":
+            with db.cursor() as cursor:
                 cursor.execute(self.sql, params)
                 row = cursor.fetchone() if cursor.description else None
                 return None if row is None else str(row[0])
-        connection.ensure_connection()
-        with connection.wrap_database_errors:
-            return self._execute_prepared([_text(value) for value in params])
+        db.ensure_connection()
+        with db.wrap_database_errors:
+            return self._execute_prepared(db, [_text(value) for value in params])
 
-    def _execute_prepared(self, values: list[bytes | None]) -> str | None:
-        conn = connection.connection
+    def _execute_prepared(self, db: BaseDatabaseWrapper, values: list[bytes | None]) -> str | None:
+        conn = db.connection
         prepared = _prepared.setdefault(conn, set())
         if self.name not in prepared:
             _check(conn.pgconn.prepare(self.name, self._numbered), conn.pgconn)
@@ -57,10 +58,10 @@ class Statement:
             result = _check(conn.pgconn.exec_prepared(self.name, values), conn.pgconn)
         except errors.InvalidSqlStatementName:
             # Dropped behind our back (DISCARD ALL, DEALLOCATE): prepare it again.
-            if connection.in_atomic_block:  # the transaction is aborted: nothing to retry
+            if db.in_atomic_block:  # the transaction is aborted: nothing to retry
                 raise
             prepared.clear()
-            return self._execute_prepared(values)
+            return self._execute_prepared(db, values)
         if result.ntuples == 0:
             return None
         value = result.get_value(0, 0)
