@@ -10,6 +10,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 
 class JobStatus(models.TextChoices):
@@ -30,7 +31,7 @@ class JobRecord(models.Model):
     """One tracked job; its id is the Celery task id."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    task_name = models.CharField(max_length=200, db_index=True)
+    task_name = models.CharField(max_length=200)
     queue = models.CharField(max_length=100)
     #: A short, safe summary of the arguments for people (the arguments themselves are in
     #: ``payload``, kept so that a dead job can be replayed).
@@ -44,13 +45,19 @@ class JobRecord(models.Model):
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
-    correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    #: NULL, not "", for no key: unique where set (Meta.constraints).
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    correlation_id = models.CharField(max_length=64, blank=True)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
     )
     replay_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replays",
+        db_index=False,
     )
     enqueued_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -59,7 +66,33 @@ class JobRecord(models.Model):
 
     class Meta:
         ordering = ["-enqueued_at"]
-        indexes = [models.Index(fields=["status", "enqueued_at"])]
+        # A worker writes every index of this table for every tracked job, so there are no
+        # LIKE copies (Django adds them to CharFields with db_index on PostgreSQL; nothing here
+        # searches by prefix), and columns that most jobs leave empty are indexed where set.
+        indexes = [
+            models.Index(fields=["status", "enqueued_at"]),
+            models.Index(fields=["task_name"], name="jobrecord_task_name"),
+            models.Index(
+                fields=["correlation_id"],
+                name="jobrecord_correlation_id",
+                condition=~Q(correlation_id=""),
+            ),
+            models.Index(
+                fields=["owner"], name="jobrecord_owner", condition=Q(owner__isnull=False)
+            ),
+            models.Index(
+                fields=["replay_of"],
+                name="jobrecord_replay_of",
+                condition=Q(replay_of__isnull=False),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                name="jobrecord_idempotency_key",
+                condition=Q(idempotency_key__isnull=False),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.id}] {self.status}"
