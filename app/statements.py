@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import weakref
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -39,29 +39,32 @@ class Statement:
 
     def execute(self, db: BaseDatabaseWrapper, params: list[Any]) -> str | None:
         """Run on ``db``, a connection of ``django.db.connections``."""
-        if db.vendor != "postgresql":
+        if db.vendor != "postgresql" or not db.get_autocommit():
+            # In a transaction, a Django cursor: psycopg opens the transaction on a cursor's
+            # first statement, and libpq's own call would run outside it.
             with db.cursor() as cursor:
                 cursor.execute(self.sql, params)
                 row = cursor.fetchone() if cursor.description else None
                 return None if row is None else str(row[0])
-        db.ensure_connection()
         with db.wrap_database_errors:
-            return self._execute_prepared(db, [_text(value) for value in params])
+            return self._execute_prepared(db.connection, [_text(value) for value in params])
 
-    def _execute_prepared(self, db: BaseDatabaseWrapper, values: list[bytes | None]) -> str | None:
-        conn = db.connection
+    def _execute_prepared(
+        self, conn: psycopg.Connection[Any], values: list[bytes | None]
+    ) -> str | None:
+        # None is NULL, as in send_query_prepared's signature; exec_prepared's omits it.
+        params = cast(list[bytes], values)
         prepared = _prepared.setdefault(conn, set())
         if self.name not in prepared:
             _check(conn.pgconn.prepare(self.name, self._numbered), conn.pgconn)
             prepared.add(self.name)
         try:
-            result = _check(conn.pgconn.exec_prepared(self.name, values), conn.pgconn)
-        except errors.InvalidSqlStatementName:
-            # Dropped behind our back (DISCARD ALL, DEALLOCATE): prepare it again.
-            if db.in_atomic_block:  # the transaction is aborted: nothing to retry
-                raise
+            result = _check(conn.pgconn.exec_prepared(self.name, params), conn.pgconn)
+        except errors.InvalidSqlStatementName:  # dropped behind our back (DISCARD ALL...)
             prepared.clear()
-            return self._execute_prepared(db, values)
+            _check(conn.pgconn.prepare(self.name, self._numbered), conn.pgconn)
+            prepared.add(self.name)
+            result = _check(conn.pgconn.exec_prepared(self.name, params), conn.pgconn)
         if result.ntuples == 0:
             return None
         value = result.get_value(0, 0)

@@ -504,6 +504,18 @@ def test_a_record_write_rejected_by_the_database_raises_its_error_and_leaves_it_
     assert record(start_a_new_record()).status == JobStatus.STARTED
 
 
+def test_record_writes_in_a_transaction_roll_back_with_it() -> None:
+    """Outside Django's cursors, a write would not be part of the transaction psycopg opens
+    lazily, on a cursor's first statement."""
+    job_id = str(uuid.uuid4())
+    with pytest.raises(RuntimeError), transaction.atomic():
+        records.record_start(
+            job_id=job_id, task_name="t", queue="q", args=(), kwargs={}, correlation_id=""
+        )
+        raise RuntimeError("rolled back")
+    assert not JobRecord.objects.filter(id=job_id).exists()
+
+
 def prepared_statements() -> set[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT name FROM pg_prepared_statements")
