@@ -89,23 +89,26 @@ def job_enqueue(
     queue = route["queue"].name
     with transaction.atomic(using=using):
         if getattr(task, "tracked", False):
-            try:
-                with transaction.atomic(using=using):  # a savepoint: a lost race keeps the caller's
-                    JobRecord.objects.using(using).create(
-                        id=job_id,
-                        task_name=task.name,
-                        queue=queue,
-                        summary=arguments_summary(args, kwargs),
-                        payload={"args": list(args), "kwargs": kwargs},
-                        idempotency_key=idempotency_key,
-                        correlation_id=cid,
-                        owner=owner,
-                    )
-            except IntegrityError:
-                if idempotency_key is None:
-                    raise
-                first = JobRecord.objects.using(using).get(idempotency_key=idempotency_key)
-                return str(first.id)
+            record = JobRecord(
+                id=job_id,
+                task_name=task.name,
+                queue=queue,
+                summary=arguments_summary(args, kwargs),
+                payload={"args": list(args), "kwargs": kwargs},
+                idempotency_key=idempotency_key,
+                correlation_id=cid,
+                owner=owner,
+            )
+            if idempotency_key is None:
+                record.save(using=using, force_insert=True)
+            else:
+                try:
+                    # A savepoint (two more round trips): a lost race keeps the caller's work.
+                    with transaction.atomic(using=using):
+                        record.save(using=using, force_insert=True)
+                except IntegrityError:
+                    first = JobRecord.objects.using(using).get(idempotency_key=idempotency_key)
+                    return str(first.id)
         message = OutboxMessage.objects.using(using).create(
             task_id=job_id,
             task_name=task.name,
