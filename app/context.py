@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # config/logging.py imports this module while settings load
 HEADER = "X-Request-ID"
 #: The message header that carries it. Not "correlation_id": Celery uses that name for the task id.
 MESSAGE_HEADER = "job_correlation_id"
-_VALID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _request_correlation_id: ContextVar[str] = ContextVar("correlation_id", default="")
 
 
@@ -29,6 +29,8 @@ def correlation_id() -> str:
     value = _request_correlation_id.get()
     if not value and current_task:
         value = getattr(current_task.request, MESSAGE_HEADER, None) or ""
+        if not isinstance(value, str) or not _VALID.fullmatch(value):
+            value = ""  # a message's headers are input: one that does not fit is dropped
     return value
 
 
@@ -40,7 +42,7 @@ class CorrelationIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get(HEADER, "")
-        value = incoming if _VALID.match(incoming) else uuid.uuid4().hex
+        value = incoming if _VALID.fullmatch(incoming) else uuid.uuid4().hex
         token = _request_correlation_id.set(value)
         try:
             response = self.get_response(request)

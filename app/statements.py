@@ -11,6 +11,7 @@ binding and a new query plan each time. Anywhere else (SQLite), a Django cursor 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import weakref
 from datetime import datetime
@@ -56,19 +57,25 @@ class Statement:
         params = cast(list[bytes], values)
         prepared = _prepared.setdefault(conn, set())
         if self.name not in prepared:
-            _check(conn.pgconn.prepare(self.name, self._numbered), conn.pgconn)
+            self._prepare(conn.pgconn)
             prepared.add(self.name)
         try:
             result = _check(conn.pgconn.exec_prepared(self.name, params), conn.pgconn)
-        except errors.InvalidSqlStatementName:  # dropped behind our back (DISCARD ALL...)
-            prepared.clear()
-            _check(conn.pgconn.prepare(self.name, self._numbered), conn.pgconn)
-            prepared.add(self.name)
+        except (errors.InvalidSqlStatementName, errors.FeatureNotSupported):
+            # Dropped behind our back (DISCARD ALL, a connection pooler), or made stale by a
+            # schema change ("cached plan must not change result type"): prepare it anew, once.
+            conn.pgconn.exec_(b"DEALLOCATE " + self.name)  # an error here means: already gone
+            self._prepare(conn.pgconn)
             result = _check(conn.pgconn.exec_prepared(self.name, params), conn.pgconn)
         if result.ntuples == 0:
             return None
         value = result.get_value(0, 0)
         return None if value is None else value.decode()
+
+    def _prepare(self, pgconn: pq.abc.PGconn) -> None:
+        # Already there if a previous call was interrupted between preparing and noting it.
+        with contextlib.suppress(errors.DuplicatePreparedStatement):
+            _check(pgconn.prepare(self.name, self._numbered), pgconn)
 
 
 def _check(result: pq.abc.PGresult, pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
@@ -85,4 +92,7 @@ def _text(value: Any) -> bytes | None:
         return None
     if isinstance(value, datetime):
         return value.isoformat().encode()
-    return str(value).encode()
+    text = str(value)
+    if "\x00" in text:  # libpq would cut the value short there; psycopg refuses it too
+        raise errors.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    return text.encode()

@@ -24,8 +24,8 @@ from django.test import RequestFactory
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from app import records
-from app.context import CorrelationIdMiddleware
+from app import records, statements
+from app.context import MESSAGE_HEADER, CorrelationIdMiddleware
 from app.enqueue import EnqueueError, job_enqueue
 from app.models import ExampleLedgerEntry, JobRecord, JobStatus, OutboxMessage
 from app.outbox import outbox_relay
@@ -484,14 +484,43 @@ def test_the_record_writes_are_prepared_once_per_connection() -> None:
 
 @postgres_only
 def test_the_record_writes_prepare_again_when_their_statements_were_dropped() -> None:
-    """As DISCARD ALL or a connection pooler may do behind the application's back."""
-    start_a_new_record()
+    """As DISCARD ALL or a connection pooler may do behind the application's back; one
+    statement dropped must not break the other (it did: "already exists")."""
+    records.record_succeed(job_id=start_a_new_record(), result=None)
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE job_record_succeed")
+    assert prepared_statements() == {"job_record_start"}
+    for _ in range(2):
+        job_id = start_a_new_record()
+        records.record_succeed(job_id=job_id, result=None)
+        assert record(job_id).status == JobStatus.SUCCEEDED
     with connection.cursor() as cursor:
         cursor.execute("DEALLOCATE ALL")
-    assert prepared_statements() == set()
-    job_id = start_a_new_record()
-    assert record(job_id).status == JobStatus.STARTED
-    assert prepared_statements() == {"job_record_start"}
+    records.record_succeed(job_id=start_a_new_record(), result=None)
+    assert prepared_statements() == {"job_record_start", "job_record_succeed"}
+
+
+@postgres_only
+def test_a_record_write_prepared_but_not_noted_is_not_prepared_twice() -> None:
+    """As when a time limit interrupts a job between preparing a statement and noting it."""
+    start_a_new_record()
+    statements._prepared.clear()
+    assert record(start_a_new_record()).status == JobStatus.STARTED
+
+
+@postgres_only
+def test_the_record_writes_survive_a_schema_change_under_a_prepared_statement() -> None:
+    """A migration that changes a returned column's type makes PostgreSQL refuse the prepared
+    statement ("cached plan must not change result type"): every tracked job on an open
+    connection went dead until the connection aged out."""
+    start_a_new_record()
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE app_jobrecord ALTER COLUMN status TYPE varchar(12)")
+    try:
+        assert record(start_a_new_record()).status == JobStatus.STARTED
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE app_jobrecord ALTER COLUMN status TYPE varchar(10)")
 
 
 @postgres_only
@@ -572,6 +601,26 @@ def test_a_final_write_reconnects_once_when_the_connection_broke_during_the_job(
         other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
     jobs.tracked_record.on_success({"ok": True}, job_id, (), {})
     assert record(job_id).status == JobStatus.SUCCEEDED
+
+
+@pytest.mark.slow
+def test_a_malformed_correlation_header_is_dropped_not_the_job(
+    broker: Broker, events: Path, tmp_path: Path
+) -> None:
+    """Message headers are input: one too long for its column (or with a NUL byte, which
+    PostgreSQL cannot store) used to fail the start write, and the job went dead."""
+    bad = {"too long": "x" * 65, "NUL": "ab\x00cd", "not text": {"a": 1}}
+    ids = {
+        name: celery_app.send_task(
+            jobs.tracked_record.name, args=[str(events)], headers={MESSAGE_HEADER: value}
+        ).id
+        for name, value in bad.items()
+    }
+    with running_worker(log_dir=tmp_path):
+        succeeded = JobRecord.objects.filter(id__in=ids.values(), status=JobStatus.SUCCEEDED)
+        wait_for(lambda: succeeded.count() == 3, what="the three jobs succeeded")
+    assert {record(job_id).correlation_id for job_id in ids.values()} == {""}
+    assert broker.depth("default.dead") == 0
 
 
 @pytest.mark.slow
