@@ -104,6 +104,8 @@ DATABASES = {
         # Persistent connections, one per thread, checked before reuse. Workers keep theirs
         # across tasks (CELERY_DB_REUSE_MAX below). A psycopg pool measured about 12% slower on
         # tracked jobs: each task took a connection from it and checked it with a round trip.
+        # Workers write job records with prepared statements (app/statements.py): behind
+        # PgBouncer in transaction mode, 1.21 or later with max_prepared_statements set.
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
         conn_health_checks=True,
     )
