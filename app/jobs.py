@@ -23,7 +23,6 @@ from celery import Task
 from celery.exceptions import Ignore, TimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from celery.worker.request import Request
-from django.db import connection
 
 from app import records
 from app.context import correlation_id
@@ -148,21 +147,13 @@ def _write_record(write: Callable[..., None], **fields: Any) -> None:
 
     What happens to the message (ack, retry, dead letter) must not depend on the record: an
     exception here would turn a job that succeeded, or is being retried, into a failure, or
-    leave a rejected message unacknowledged. A connection that broke while the job ran (a
-    database restart) gets one reconnection.
+    leave a rejected message unacknowledged. (A broken connection was already replaced once:
+    see ``records._reconnecting``.)
     """
-    for attempt in (1, 2):
-        try:
-            write(**fields)
-            return
-        except DATABASE_UNAVAILABLE:
-            if attempt == 1:
-                connection.close()
-                continue
-            logger.exception("job record not updated (%s): database unavailable", write.__name__)
-        except Exception:
-            logger.exception("job record not updated (%s)", write.__name__)
-            return
+    try:
+        write(**fields)
+    except Exception:
+        logger.exception("job record not updated (%s)", write.__name__)
 
 
 def _error(exc: BaseException) -> str:

@@ -6,10 +6,12 @@ writes per job (start, end) plus throttled progress.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -22,6 +24,8 @@ from app.models import FINAL_STATUSES, JobRecord, JobStatus
 from app.statements import Statement
 
 SUMMARY_LENGTH = 200
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def arguments_summary(args: Any, kwargs: Any) -> str:
@@ -67,6 +71,31 @@ WHERE id = %s AND status NOT IN ('succeeded', 'failed', 'dead', 'cancelled')
 )
 
 
+def _reconnecting(write: Callable[P, T]) -> Callable[P, T]:
+    """A job's record writes run on a connection kept across tasks, without Django's health
+    check (a SELECT 1 round trip per task, about a fifth of tracked throughput: make bench).
+    A write is its own check: on a connection that broke while idle or while the job ran (a
+    database restart) it fails before it runs, and runs once more on a new connection (not
+    inside a transaction: that is lost with the connection). Broken in the middle of a start
+    write, it may have committed: the job then counts one attempt more, nothing worse; every
+    write is guarded."""
+
+    @functools.wraps(write)
+    def reconnecting(*args: P.args, **kwargs: P.kwargs) -> T:
+        db = connections[DEFAULT_DB_ALIAS]
+        reused = db.connection is not None and not db.in_atomic_block
+        try:
+            return write(*args, **kwargs)
+        except DATABASE_UNAVAILABLE:
+            if not reused:
+                raise
+            db.close()
+            return write(*args, **kwargs)
+
+    return reconnecting
+
+
+@_reconnecting
 def record_start(
     *, job_id: str, task_name: str, queue: str, args: Any, kwargs: Any, correlation_id: str
 ) -> bool:
@@ -93,6 +122,7 @@ def record_start(
     return _execute(db, _START, params) == JobStatus.STARTED
 
 
+@_reconnecting
 def record_succeed(*, job_id: str, result: Any) -> None:
     db = connections[DEFAULT_DB_ALIAS]
     now = db.ops.adapt_datetimefield_value(timezone.now())
@@ -102,24 +132,10 @@ def record_succeed(*, job_id: str, result: Any) -> None:
 def _execute(db: BaseDatabaseWrapper, statement: Statement, params: list[Any]) -> str | None:
     """Run a hot-path statement (app/statements.py); the first column of its first row.
 
-    The statement is its own health check. Django's (CONN_HEALTH_CHECKS) costs a SELECT 1
-    round trip per task, about a fifth of tracked throughput (make bench). A connection that
-    broke while idle (a database restart) fails the statement before it runs: it runs once
-    more on a new connection (not inside a transaction: that is lost with the connection).
-    Broken in the middle of a start write, it may have committed: the job then counts one
-    attempt more, nothing worse; both writes are guarded.
-
     ``db`` is the thread's connection itself, not Django's ``connection`` proxy: each access
     through that costs a lookup in a thread-local, and these writes make a dozen.
     """
-    reused = db.connection is not None and not db.in_atomic_block
-    try:
-        value = statement.execute(db, params)
-    except DATABASE_UNAVAILABLE:
-        if not reused:
-            raise
-        db.close()
-        value = statement.execute(db, params)
+    value = statement.execute(db, params)
     # Proven usable: the task's own queries skip Django's check too (an attribute of Django's
     # connection since 4.1, which django-stubs does not know).
     db.health_check_done = True  # type: ignore[attr-defined]
@@ -146,6 +162,7 @@ def _not_ended(job_id: str) -> QuerySet[JobRecord]:
     return JobRecord.objects.filter(id=job_id).exclude(status__in=FINAL_STATUSES)
 
 
+@_reconnecting
 def record_retry(*, job_id: str, error: str, traceback: str) -> None:
     # Only from "started": the retry may already have been picked up and moved on.
     JobRecord.objects.filter(id=job_id, status=JobStatus.STARTED).update(
@@ -153,6 +170,7 @@ def record_retry(*, job_id: str, error: str, traceback: str) -> None:
     )
 
 
+@_reconnecting
 def record_fail(*, job_id: str, error: str, traceback: str, dead: bool) -> None:
     _not_ended(job_id).update(
         status=JobStatus.DEAD if dead else JobStatus.FAILED,
@@ -162,6 +180,7 @@ def record_fail(*, job_id: str, error: str, traceback: str, dead: bool) -> None:
     )
 
 
+@_reconnecting
 def record_dead_lettered(*, job_id: str, reason: str) -> None:
     """The message went to <queue>.dead: say so, keeping the error on_failure wrote, if any.
 
