@@ -1,28 +1,64 @@
-"""The worker's message consumer, with one change: undecodable messages are dead-lettered.
+"""The worker's message consumer: every message that Celery cannot run is dead-lettered.
 
-Celery's consumer logs a message whose body cannot be decoded and acknowledges it, which drops it
-for good. Rejecting it without requeue sends it to ``<queue>.dead`` instead, where it can be read.
+Celery's own consumer acknowledges (drops) a message whose body cannot be decoded, and a message
+of the wrong shape (see ``app/protocol.py``) can stop the whole worker. Here each task message is
+checked before Celery touches it, and a bad one is rejected without requeue, which RabbitMQ moves
+to ``<queue>.dead`` with an ``x-death`` header, where ``manage.py jobs dead`` shows it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from celery.worker.consumer import Consumer
 from kombu.message import Message
+
+from app.protocol import message_problem
 
 logger = logging.getLogger(__name__)
 
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     def on_decode_error(self, message: Message, exc: Exception) -> None:
-        logger.critical(
-            "cannot decode message (%s: %s; content-type %r, encoding %r, headers %r): "
-            "dead-lettered",
-            type(exc).__name__,
-            exc,
-            message.content_type,
-            message.content_encoding,
-            message.headers,
-        )
-        message.reject(requeue=False)
+        _dead_letter(message, f"cannot decode message ({type(exc).__name__}: {exc})")
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Message], None]:
+        celery_handler = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Message) -> None:
+            problem = message_problem(message)
+            if problem:
+                _dead_letter(message, problem)
+                return
+            try:
+                celery_handler(message)
+            except (*self.connection_errors, *self.channel_errors):
+                raise  # the consumer reconnects; the unacked message is delivered again
+            except Exception as exc:
+                # A message that passed the checks above and still broke Celery's handler: an
+                # exception here would stop the worker. Dead-letter it unless Celery already
+                # settled it (acked, rejected, or handed to the pool, which settles it later).
+                if message.acknowledged:
+                    logger.exception("error after a message was settled; the worker carries on")
+                else:
+                    logger.exception("message broke the worker's handler")
+                    _dead_letter(message, f"worker could not take it ({type(exc).__name__})")
+
+        return on_task_received
+
+
+def _dead_letter(message: Message, reason: str) -> None:
+    headers: Any = message.headers if isinstance(message.headers, dict) else {}
+    logger.error(
+        "malformed message dead-lettered to %s.dead: %s (task %r, id %r, content-type %r, "
+        "encoding %r)",
+        message.delivery_info.get("routing_key", "?"),
+        reason,
+        headers.get("task"),
+        headers.get("id"),
+        message.content_type,
+        message.content_encoding,
+    )
+    message.reject(requeue=False)

@@ -113,3 +113,19 @@ def tracked_kill_own_process(self: Task) -> None:
 @shared_task(queue="no-such-queue")
 def misrouted() -> None:
     """Routed to a queue that config/queues.py does not declare."""
+
+
+def _note_probe(task: Task) -> None:
+    """Append the message's ``probe_id`` header to $PROBE_LOG (tests/test_malformed_messages)."""
+    with open(os.environ["PROBE_LOG"], "a") as out:
+        out.write(json.dumps(task.request.get("probe_id")) + "\n")
+
+
+@shared_task(bind=True)
+def accept_anything(self: Task, *args: Any, **kwargs: Any) -> None:
+    _note_probe(self)
+
+
+@shared_task(bind=True, tracked=True)
+def accept_anything_tracked(self: Task, *args: Any, **kwargs: Any) -> None:
+    _note_probe(self)
