@@ -18,9 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from kombu.message import Message
+from kombu.serialization import prepare_accept_content
 
 from app.enqueue import job_enqueue
 from app.models import JobRecord, JobStatus
+from app.protocol import message_problem
 from config import queues
 from config.celery import app as celery_app
 
@@ -40,24 +43,27 @@ class DeadLetter:
     reason: str
     died_at: datetime | None
     error: str
-    message: Any  # the AMQP message, still unacknowledged
+    message: Message  # still unacknowledged
 
     def ack(self) -> None:
         """Take the message off its dead-letter queue for good."""
         self.message.channel.basic_ack(self.message.delivery_tag)
 
     @classmethod
-    def from_message(cls, queue: str, message: Any, errors: dict[str, str]) -> DeadLetter:
-        headers = message.headers or {}
+    def from_message(cls, queue: str, message: Message, errors: dict[str, str]) -> DeadLetter:
+        """``errors`` are the records' errors by job id; a message without a record that the
+        workers refused as malformed (app/protocol.py) says what is wrong with it instead."""
+        headers = message.headers
         deaths = headers.get("x-death") or [{}]
         job_id = str(headers.get("id", ""))
+        error = errors.get(job_id) or message_problem(message) or ""
         return cls(
             queue=queue,
             job_id=job_id,
             task_name=str(headers.get("task", "?")),
             reason=str(deaths[0].get("reason", "?")),
             died_at=deaths[0].get("time"),
-            error=errors.get(job_id, ""),
+            error=error,
             message=message,
         )
 
@@ -84,15 +90,18 @@ def dead_letters_open(queue: str | None = None) -> Iterator[list[DeadLetter]]:
         for dead in queues.DEAD_QUEUES:  # a fresh vhost may not have them yet
             dead(conn.default_channel).declare()
         channel: Any = conn.channel()
+        accept = prepare_accept_content(celery_app.conf.accept_content)
         letters: list[DeadLetter] = []
         for name in _queue_names(queue):
             found = []
             for _ in range(SCAN_LIMIT):
-                message = channel.basic_get(name + queues.DEAD_SUFFIX, no_ack=False)
-                if message is None:
+                raw = channel.basic_get(name + queues.DEAD_SUFFIX, no_ack=False)
+                if raw is None:
                     break
+                message = channel.message_to_python(raw)
+                message.accept = accept  # never unpickle what someone put on a queue
                 found.append(message)
-            ids = [str((m.headers or {}).get("id", "")) for m in found]
+            ids = [str(m.headers.get("id", "")) for m in found]
             known = JobRecord.objects.filter(id__in=[i for i in ids if _is_uuid(i)])
             errors = {str(job_id): error for job_id, error in known.values_list("id", "error")}
             letters += [DeadLetter.from_message(name, m, errors) for m in found]
@@ -121,9 +130,7 @@ def _republish(letter: DeadLetter) -> None:
     # Without x-death, and with its retries counted from zero again: a job that died of used-up
     # retries gets its retries back.
     headers = {
-        k: v
-        for k, v in (message.headers or {}).items()
-        if not k.startswith("x-") and k != "retries"
+        k: v for k, v in message.headers.items() if not k.startswith("x-") and k != "retries"
     }
     with celery_app.connection_for_write() as publish_conn:  # confirm_publish: waits for the ack
         publish_conn.Producer().publish(

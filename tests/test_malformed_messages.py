@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from kombu import Connection
@@ -165,6 +166,18 @@ def test_a_malformed_message_is_dead_lettered_and_the_worker_carries_on(
     assert probe_worker.assert_settled_once(probe) == "dead", case
     assert reason in probe_worker.worker.output()
     probe_worker.assert_healthy()
+
+
+def test_jobs_dead_says_what_is_wrong_with_a_malformed_message(
+    probe_worker: ProbeWorker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broker = Broker(celery_app.conf.broker_url)
+    probe = probe_worker.publish(b"[[], [], {}]", good_headers())
+    wait_for(lambda: broker.depth("default.dead") == 1, what="the message in default.dead")
+    call_command("jobs", "dead")
+    out = capsys.readouterr().out
+    assert "default.dead: 1" in out and "kwargs are not an object" in out, out
+    assert probe_worker.assert_settled_once(probe) == "dead"  # listing took nothing away
 
 
 # --- generated messages ---------------------------------------------------------------------
