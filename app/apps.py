@@ -12,6 +12,9 @@ class JobsAppConfig(AppConfig):
     verbose_name = "Jobs"
 
     def ready(self) -> None:
+        # Finalized first, Celery builds each @shared_task's class as its module is imported, so
+        # a misspelt option (app/jobs.py) fails at the import that holds it, not at first use.
+        celery_app.finalize(auto=True)
         # Every process (web too) knows every task, so job_enqueue can refuse unknown names.
         for module in celery_app.conf.imports:
             importlib.import_module(module)

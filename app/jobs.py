@@ -14,6 +14,7 @@ What happens to a job that raises:
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -64,8 +65,49 @@ class JobRequest(Request):
         super().reject(requeue=requeue)
 
 
+#: Options Celery reads from a task's decorator that are not attributes of its Task class
+#: (celery/app/task.py ``extract_exec_options``, celery/app/autoretry.py).
+CELERY_OPTIONS = frozenset(
+    {"queue", "routing_key", "exchange", "delivery_mode", "compression", "immediate",
+     "mandatory", "retry_kwargs", "autoretry_for", "dont_autoretry_for", "retry_backoff",
+     "retry_backoff_max", "retry_jitter"}
+)  # fmt: skip
+#: What Celery's ``_task_from_fun`` puts in every decorated task class besides the options.
+DECORATED_CLASS_KEYS = frozenset(
+    {"app", "name", "run", "_decorated", "_decorated_fun", "_dump_pydantic_arguments",
+     "__doc__", "__module__", "__annotations__", "__header__", "__wrapped__", "__qualname__"}
+)  # fmt: skip
+
+
+class UnknownTaskOption(TypeError):
+    """A decorator option no part of Celery or this project reads: a typo, caught at import."""
+
+
 class Job(Task):
     """Project defaults for retries and dead-lettering; see the module docstring."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse options nothing reads: ``@shared_task(trackd=True)`` would otherwise do nothing.
+
+        Celery makes each decorated function a subclass with the options as class attributes,
+        when the module is imported (the app is finalized first, in app/apps.py). Task classes
+        written by hand may add what they like.
+        """
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("_decorated"):
+            return
+        parent = cls.__mro__[1]
+        for option in cls.__dict__:
+            if option in DECORATED_CLASS_KEYS or option in CELERY_OPTIONS:
+                continue
+            if hasattr(parent, option):
+                continue
+            known = [*CELERY_OPTIONS, *(n for n in dir(parent) if not n.startswith("_"))]
+            close = difflib.get_close_matches(option, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownTaskOption(
+                f"task {cls.__dict__.get('name')!r}: unknown option {option!r}{hint}"
+            )
 
     Request = "app.jobs:JobRequest"
 
