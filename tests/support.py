@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from django.db import connection
 from kombu import Connection
 from kombu.message import Message
@@ -272,8 +273,6 @@ class Web:
 @contextmanager
 def running_web(*, log_dir: Path, env: dict[str, str] | None = None) -> Iterator[Web]:
     """Start ``bin/web`` with DEBUG on (the demo endpoint) and wait for /healthz to answer."""
-    import httpx  # a dev dependency; this module is imported by tests only
-
     port = free_port()
     log = log_dir / f"web-{port}.log"
     process_env = {
