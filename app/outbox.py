@@ -6,8 +6,11 @@ A crash between the broker's confirm and the commit can publish a row again: del
 least once, and the worker skips a redelivered job that already ended. SQLite has no row locks:
 there, run a single relay.
 
-A row that cannot be published for a reason of its own (a route to an undeclared queue, say)
-gets its ``error`` set and is left out of later relays, so it never blocks the rows behind it.
+A row that cannot be published for a reason of its own (a route to an undeclared queue,
+arguments the serializer refuses) gets its ``error`` set and is left out of later relays, so it
+never blocks the rows behind it. Only an error raised by publishing the row itself can be such a
+reason: a broker outage, or any database error while the row is read or marked (a locked SQLite
+file, a dropped connection, a serialization failure), leaves the row pending for the relay.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
 from kombu import Connection, pools
@@ -74,13 +78,23 @@ def _send(row: OutboxMessage, producer: Any) -> None:
     )
 
 
+def _row_fault(exc: Exception) -> bool:
+    """Whether ``exc``, raised by ``_send``, is the row's own fault rather than an outage."""
+    return not isinstance(exc, (*BROKER_DOWN, DatabaseError))
+
+
 def _mark_broken(row_id: int, exc: Exception) -> None:
+    """Set the row aside; called in the transaction that holds it, so a database error here
+    rolls back and leaves the row pending."""
     logger.error("outbox row %s cannot be published: %r", row_id, exc)
     OutboxMessage.objects.filter(id=row_id).update(error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def outbox_publish_one(*, message_id: int) -> bool:
-    """Publish one row right after its transaction committed. False leaves it to the relay."""
+    """Publish one row right after its transaction committed. False leaves it to the relay.
+
+    It runs after the request's commit, so it never raises: the request stands either way.
+    """
     try:
         with transaction.atomic():
             row = (
@@ -92,16 +106,24 @@ def outbox_publish_one(*, message_id: int) -> bool:
                 return True  # sent already, or a relay holds it right now
             pool = pools.producers[_publish_pool_key(celery_app.conf.broker_url)]
             with pool.acquire(block=True) as producer:
-                _send(row, producer)
+                try:
+                    _send(row, producer)
+                except Exception as exc:
+                    if not _row_fault(exc):
+                        raise
+                    _mark_broken(row.id, exc)
+                    return False
             row.sent_at = timezone.now()
             row.save(update_fields=["sent_at"])
         return True
     except BROKER_DOWN as exc:
         logger.warning("broker unavailable, outbox row %s left for the relay: %s", message_id, exc)
-        return False
-    except Exception as exc:  # the row's own fault: record it; the committed request stands
-        _mark_broken(message_id, exc)
-        return False
+    except DatabaseError as exc:
+        # Published or not, the row stays pending: the relay sends it (again: at least once).
+        logger.warning("database error, outbox row %s left for the relay: %r", message_id, exc)
+    except Exception:  # a bug, not the row's content: keep the row, say what happened
+        logger.exception("outbox row %s left for the relay after an unexpected error", message_id)
+    return False
 
 
 def _publish_batch(rows: Sequence[OutboxMessage]) -> list[OutboxMessage]:
@@ -129,9 +151,9 @@ def _publish_batch(rows: Sequence[OutboxMessage]) -> list[OutboxMessage]:
         for row in rows:
             try:
                 _send(row, producer)
-            except BROKER_DOWN:
-                raise
             except Exception as exc:
+                if not _row_fault(exc):
+                    raise
                 _mark_broken(row.id, exc)
                 continue
             published.append(row)

@@ -70,6 +70,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "app.context.CorrelationIdMiddleware",
+    # Before anything reads the query, a form or the session: refuses NUL characters (a 400).
+    "app.input.InputCheckMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -113,6 +115,18 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so worker processes started by the tests see the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    # The web app and the workers write to one file at once. A transaction that reads first
+    # and writes later (the after-commit publish marking its outbox row sent) fails at once
+    # with "database is locked" when another writer got there in between: SQLite's busy
+    # timeout cannot help a read lock waiting to become a write lock. IMMEDIATE takes the
+    # write lock at BEGIN, where the timeout applies; WAL lets reads go on during a write
+    # (synchronous stays FULL: a commit survives a power cut); 20 s outlasts a publish waiting
+    # for its confirm (app/outbox.py's CONFIRM_TIMEOUT) with the lock held.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL",
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [

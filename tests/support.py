@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from django.db import connection
 from kombu import Connection
 from kombu.message import Message
@@ -248,3 +249,67 @@ class TcpProxy:
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Web:
+    """A real ``bin/web`` process, as the Procfile runs it, on the test database and vhost."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def running_web(*, log_dir: Path, env: dict[str, str] | None = None) -> Iterator[Web]:
+    """Start ``bin/web`` with DEBUG on (the demo endpoint) and wait for /healthz to answer."""
+    port = free_port()
+    log = log_dir / f"web-{port}.log"
+    process_env = {
+        **os.environ,
+        "CELERY_BROKER_URL": celery_app.conf.broker_url,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_DEBUG": "1",
+        "WEB_PORT": str(port),
+        **(env or {}),
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(ROOT / "bin" / "web")], cwd=ROOT, env=process_env, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    web = Web(process, port, log)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"bin/web exited at start:\n{web.output()}")
+        try:
+            return httpx.get(f"{web.url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=60, what="bin/web to answer /healthz")
+        yield web
+    except BaseException:
+        print(f"--- web log {log} ---\n{web.output()[-20000:]}")
+        raise
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from config.celery import app as celery_app
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, free_port, wait_for
 
 
 def procfile() -> dict[str, str]:
@@ -51,12 +50,6 @@ def test_env_example_lists_every_setting_the_project_reads() -> None:
     listed = set(re.findall(r"^#? ?([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert read, "found no settings: the pattern above is out of date"
     assert read <= listed, f"missing from .env.example: {sorted(read - listed)}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

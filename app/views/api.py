@@ -8,7 +8,6 @@ already ended).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -22,6 +21,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 
 from app.enqueue import job_enqueue
+from app.input import BAD_BODY, InputError, json_object_parse
 from app.models import JobRecord
 from app.records import record_request_cancel
 from app.views.jobs import (
@@ -61,7 +61,10 @@ def api_view(*methods: str) -> Callable[[View], View]:
             try:
                 if request.method not in methods:
                     raise ApiError(405, f"use {' or '.join(methods)}", allowed=list(methods))
-                return view(request, *args, **kwargs)
+                try:
+                    return view(request, *args, **kwargs)
+                except BAD_BODY as exc:  # an oversized or malformed body: JSON, not Django's page
+                    raise ApiError(400, f"the request body cannot be read: {exc}") from None
             except ApiError as exc:
                 response = JsonResponse({"error": exc.message, **exc.extra}, status=exc.status)
                 if exc.status == 405:
@@ -139,6 +142,14 @@ def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     return HttpResponseRedirect(next_url)
 
 
+def _shown(raw: Any) -> str:
+    """A field's value for an error message: short, and no deep repr of a nested value."""
+    if isinstance(raw, (dict, list)):
+        return f"a JSON {'object' if isinstance(raw, dict) else 'array'}"
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def _number(fields: Any, name: str, bounds: tuple[Any, Any, Any], kind: type) -> Any:
     low, high, default = bounds
     raw = fields.get(name)
@@ -150,11 +161,12 @@ def _number(fields: Any, name: str, bounds: tuple[Any, Any, Any], kind: type) ->
         value = kind(raw)
         if kind is int and isinstance(raw, float) and raw != value:
             raise ValueError
-    except (TypeError, ValueError):
-        value = None
-    if value is None or not math.isfinite(value) or not low <= value <= high:
+        within = low <= value <= high  # False for nan; exact for an int past a float's range
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(1e309), float(10**400)
+        within = False
+    if not within:
         what = "a whole number" if kind is int else "a number"
-        raise ApiError(400, f"{name} must be {what} from {low} to {high}, got {raw!r}")
+        raise ApiError(400, f"{name} must be {what} from {low} to {high}, got {_shown(raw)}")
     return value
 
 
@@ -171,11 +183,9 @@ def demo_enqueue(request: HttpRequest) -> HttpResponse:
     fields: Any = request.POST
     if request.content_type == "application/json" and request.body:
         try:
-            fields = json.loads(request.body)
-        except ValueError:
-            raise ApiError(400, "the body is not valid JSON") from None
-        if not isinstance(fields, dict):
-            raise ApiError(400, 'the JSON body must be an object, e.g. {"upto": 1000}')
+            fields = json_object_parse(request.body)
+        except InputError as exc:
+            raise ApiError(400, str(exc)) from None
     upto = _number(fields, "upto", DEMO_UPTO, int)
     pause = _number(fields, "pause", DEMO_PAUSE, float)
     if upto * pause > DEMO_MAX_SECONDS:

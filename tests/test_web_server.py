@@ -1,0 +1,141 @@
+"""The real web server (bin/web, as the Procfile runs it) under load and against slow clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from django.db import connection
+
+from app.models import JobRecord, JobStatus, OutboxMessage
+from tests.support import Broker, running_web, running_worker, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+CLIENTS = 20
+JOBS_PER_CLIENT = 15
+
+
+def demo_jobs(url: str) -> list[str]:
+    """One client: enqueue demo jobs one after the other; the ids."""
+    with httpx.Client(base_url=url, timeout=60) as http:
+        responses = [http.post("/api/demo/", json={"upto": 200}) for _ in range(JOBS_PER_CLIENT)]
+    assert [r.status_code for r in responses] == [202] * JOBS_PER_CLIENT, responses[-1].text
+    return [r.json()["id"] for r in responses]
+
+
+def test_a_newcomers_load_runs_every_job_and_sets_no_outbox_row_aside(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """20 clients enqueue demo jobs at once through bin/web while a bin/worker-io-like worker
+    runs them, on the database the suite runs on (SQLite by default, as `make run` has it)."""
+    with (
+        running_worker(pool="threads", concurrency=8, log_dir=tmp_path) as worker,
+        running_web(log_dir=tmp_path) as web,
+    ):
+        started = time.monotonic()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            ids = [i for client in pool.map(demo_jobs, [web.url] * CLIENTS) for i in client]
+        enqueued = time.monotonic() - started
+
+        def succeeded() -> bool:
+            return JobRecord.objects.filter(id__in=ids, status=JobStatus.SUCCEEDED).count() == len(
+                ids
+            )
+
+        wait_for(succeeded, timeout=300, what=f"{len(ids)} demo jobs to succeed")
+        ran = time.monotonic() - started
+        logs = web.output() + worker.output()
+    print(
+        f"{len(ids)} jobs: enqueued in {enqueued:.1f} s, all succeeded after {ran:.1f} s;",
+        f"'database is locked' in the web log {web.output().count('database is locked')} times,",
+        f"in the worker log {worker.output().count('database is locked')} times",
+    )
+    assert OutboxMessage.objects.exclude(error="").count() == 0
+    assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 0
+    assert logs.count("database is locked") == 0
+    assert "cannot be published" not in logs
+
+
+SLOW_CLIENTS = 12  # more than bin/web has threads
+#: What slow clients send before they stall: less of a body than announced, or half the headers.
+STALLED_REQUESTS = (
+    b"POST /api/demo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 1000\r\n\r\n{"upto": ',
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0",
+)
+
+
+def closed_by_server(conn: socket.socket, *, within: float) -> bool:
+    """Whether the server closes ``conn`` (an answer first is fine) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        conn.settimeout(left)
+        try:
+            if conn.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_slow_clients_neither_starve_the_web_app_nor_hold_a_connection_for_ever(
+    tmp_path: Path,
+) -> None:
+    """Clients that stop halfway through a request: /healthz still answers at once, and the
+    server closes their connections after WEB_TIMEOUT seconds without data."""
+    with running_web(log_dir=tmp_path, env={"WEB_TIMEOUT": "3"}) as web:
+        slow = [socket.create_connection(("127.0.0.1", web.port)) for _ in range(SLOW_CLIENTS)]
+        try:
+            for i, conn in enumerate(slow):
+                conn.sendall(STALLED_REQUESTS[i % len(STALLED_REQUESTS)])
+            time.sleep(1)  # the server has taken them all by now
+            took = []
+            with httpx.Client(base_url=web.url, timeout=30) as http:
+                for _ in range(5):
+                    started = time.monotonic()
+                    assert http.get("/healthz").status_code == 200
+                    took.append(time.monotonic() - started)
+            assert max(took) < 3, (
+                f"/healthz took {max(took):.1f} s behind {SLOW_CLIENTS} slow clients"
+            )
+            stalled = time.monotonic()
+            for conn in slow:
+                assert closed_by_server(conn, within=30), "a stalled connection was kept open"
+            closed = time.monotonic() - stalled + 1  # + the second they were given above
+            print(f"/healthz behind {SLOW_CLIENTS} stalled requests: slowest {max(took):.3f} s;")
+            print(f"the stalled connections closed {closed:.1f} s after they stalled")
+        finally:
+            for conn in slow:
+                conn.close()
+
+
+def web_backends() -> set[int]:
+    """PostgreSQL backends on the test database other than this process's own."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith("postgres"),
+    reason="counts PostgreSQL backends; CI runs the suite on PostgreSQL",
+)
+def test_the_web_app_keeps_its_database_connections_across_requests(tmp_path: Path) -> None:
+    with running_web(log_dir=tmp_path) as web, httpx.Client(base_url=web.url) as http:
+        for _ in range(20):
+            assert http.get("/healthz").status_code == 200
+        first = web_backends()
+        for _ in range(40):
+            assert http.get("/healthz").status_code == 200
+        assert first and web_backends() == first
