@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from config.celery import app as celery_app
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, Broker, running_worker, wait_for
 
 
 def procfile() -> dict[str, str]:
@@ -53,6 +53,21 @@ def test_env_example_lists_every_setting_the_project_reads() -> None:
     listed = set(re.findall(r"^#? ?([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert read, "found no settings: the pattern above is out of date"
     assert read <= listed, f"missing from .env.example: {sorted(read - listed)}"
+
+
+@pytest.mark.django_db
+def test_a_worker_starts_without_warnings(broker: Broker, tmp_path: Path) -> None:
+    """A fresh template starts clean: a warning at every start teaches people to ignore them."""
+    with running_worker(queues_="default,email,api", log_dir=tmp_path) as worker:
+        wait_for(lambda: " ready." in worker.output(), what="the worker to log that it is ready")
+        output = worker.output()
+    # Running as root (containers, this CI) makes Celery warn, rightly; that is the machine's doing.
+    root = "SecurityWarning: You're running the worker with superuser privileges"
+    warnings = [
+        line for line in output.splitlines()
+        if "warning" in line.lower() and not (os.geteuid() == 0 and root in line)
+    ]  # fmt: skip
+    assert not warnings, output
 
 
 def free_port() -> int:
