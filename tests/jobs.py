@@ -113,3 +113,8 @@ def tracked_kill_own_process(self: Task) -> None:
 @shared_task(queue="no-such-queue")
 def misrouted() -> None:
     """Routed to a queue that config/queues.py does not declare."""
+
+
+@shared_task
+def noop() -> None:
+    """Does nothing, quickly: for tests of what surrounds every task (events, acks)."""
