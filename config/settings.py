@@ -181,7 +181,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # its own waits, with a timeout on every network call.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
-# Our worker consumer dead-letters messages whose body cannot be decoded (Celery acks them).
+# Our worker consumer dead-letters messages whose body cannot be decoded (Celery acks them), and
+# publishes monitoring events without confirms (waiting for them hung the threads pool).
 CELERY_WORKER_CONSUMER = "app.consumer:DeadLetteringConsumer"
 # Logging is configured by Django's LOGGING (config/logging.py), not replaced by Celery.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
