@@ -1,9 +1,15 @@
-"""The worker's message consumer: every message that Celery cannot run is dead-lettered.
+"""The worker's message consumer, with two changes.
 
-Celery's own consumer acknowledges (drops) a message whose body cannot be decoded, and a message
-of the wrong shape (see ``app/protocol.py``) can stop the whole worker. Here each task message is
-checked before Celery touches it, and a bad one is rejected without requeue, which RabbitMQ moves
-to ``<queue>.dead`` with an ``x-death`` header, where ``manage.py jobs dead`` shows it.
+- Every message that Celery cannot run is dead-lettered. Celery's own consumer acknowledges
+  (drops) a message whose body cannot be decoded, and a message of the wrong shape (see
+  ``app/protocol.py``) can stop the whole worker. Here each task message is checked before Celery
+  touches it, and a bad one is rejected without requeue, which RabbitMQ moves to
+  ``<queue>.dead`` with an ``x-death`` header, where ``manage.py jobs dead`` shows it.
+- Monitoring events are published without publisher confirms. The worker's event loop also reads
+  the events connection (for broker heartbeats), so a pool thread of the threads pool waiting
+  there for the confirm of an event could have it read away and wait forever, holding the
+  dispatcher's lock: the whole worker hung once task events were on (Flower switches them on). An
+  event is monitoring, not a job; the job messages themselves keep their confirms.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from kombu import Connection
 from kombu.message import Message
 
 from app.protocol import message_problem
@@ -21,6 +28,13 @@ logger = logging.getLogger(__name__)
 
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
+    def connection_for_write(self, url: str | None = None, heartbeat: Any = None) -> Connection:
+        """The events connection (the Events bootstep is Celery's only caller), unconfirmed."""
+        connection = self.app.connection_for_write(
+            url=url, heartbeat=heartbeat, transport_options={"confirm_publish": False}
+        )
+        return self.ensure_connected(connection)
+
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         _dead_letter(message, f"cannot decode message ({type(exc).__name__}: {exc})")
 

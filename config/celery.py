@@ -11,6 +11,7 @@ import pkgutil
 from typing import Any
 
 from celery import Celery, signals
+from celery.app.defaults import SETTING_KEYS
 from django.conf import settings
 from django.db import close_old_connections
 
@@ -25,15 +26,25 @@ app = Celery("config", task_cls="app.jobs:Job")
 def read_django_settings(sender: Celery, **kwargs: Any) -> None:
     """Configure Celery from a plain copy of the CELERY_* Django settings.
 
-    Celery looks settings up on every publish, dozens of times; through Django's settings object
-    (``config_from_object("django.conf:settings")``) each lookup costs about 6 µs, which made
-    ``delay()`` and the outbox relay about 1.5 times slower (make bench). Sent when Celery first
-    needs its configuration, after Django has loaded its settings.
+    A copy, not ``config_from_object("django.conf:settings")``: Celery looks settings up dozens of
+    times per publish, and each lookup through Django's settings object made ``delay()`` and the
+    outbox relay measurably slower (make bench). Sent when Celery first needs its configuration,
+    after Django has loaded its settings.
+
+    Each setting goes in under Celery's own name (CELERY_TIMEZONE as ``timezone``): five of the
+    namespaced names (CELERY_TIMEZONE, CELERY_IMPORTS, ...) are also Celery 3's names, and a worker
+    warns about each of those it is given (a false alarm, celery#6366, that Celery silences only
+    for the string "django.conf:settings"). A name Celery does not define stays as it is, for
+    Celery's Django fixup reads CELERY_DB_REUSE_MAX so. The CELERY namespace stays on the app:
+    django-celery-beat reads ``<namespace>_TIMEZONE`` for its crontabs' default time zone.
     """
-    config = {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}
+    config: dict[str, Any] = {}
+    for name in dir(settings):
+        if name.startswith("CELERY_"):
+            key = name.removeprefix("CELERY_").lower()
+            config[key if key in SETTING_KEYS else name] = getattr(settings, name)
     # Every module in tasks/ is imported by workers: adding a file there is all it takes.
-    config["CELERY_IMPORTS"] = [f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__)]
-    # The namespace, not lowercased keys: Celery's Django fixup reads CELERY_DB_REUSE_MAX as is.
+    config["imports"] = [f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__)]
     sender.config_from_object(config, namespace="CELERY")
 
 

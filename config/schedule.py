@@ -4,7 +4,9 @@ Entries are created when missing and otherwise left alone, so a schedule edited 
 survives deploys; ``sync_schedule --reset`` puts these defaults back. Beat reads the database.
 
 Each entry: name -> {"task": dotted task name, "crontab": crontab fields or "every": seconds,
-"kwargs": JSON-serialisable dict, optional "queue"}.
+"kwargs": JSON-serialisable dict, optional "queue"}. Crontab fields are those of
+django-celery-beat's CrontabSchedule (minute, hour, day_of_week, day_of_month, month_of_year,
+timezone); a field left out means "*", and the time zone CELERY_TIMEZONE.
 """
 
 from __future__ import annotations

@@ -195,12 +195,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # its own waits, with a timeout on every network call.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
-# Our worker consumer dead-letters messages whose body cannot be decoded (Celery acks them).
+# Our worker consumer dead-letters messages whose body cannot be decoded (Celery acks them), and
+# publishes monitoring events without confirms (waiting for them hung the threads pool).
 CELERY_WORKER_CONSUMER = "app.consumer:DeadLetteringConsumer"
 # Logging is configured by Django's LOGGING (config/logging.py), not replaced by Celery.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Task events (for Flower) are switched on by Flower itself while it runs; task-sent events are
-# left off: each would be one more confirmed publish on the web request's path.
+# Task events, which Flower shows, from a worker's first job on. Flower switches them on itself,
+# but only once it runs and asks: jobs of the first seconds after a start were missing from it.
+# They cost a worker a little CPU per job (make bench: events_drain_ratio_vs_no_events); with no
+# Flower listening, RabbitMQ drops them. Set it to 0 if you do not run Flower. Task-sent events
+# stay off: each would be one more publish on the web request's path.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-send-task-events
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", True)
 # Celery's Django fixup closes the database connection around every task: a new PostgreSQL
 # backend per job (about 10 ms of database CPU; tracked jobs ran at a tenth of the untracked
 # rate). This turns that off; config/celery.py closes only obsolete or broken connections, as

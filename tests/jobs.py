@@ -129,3 +129,8 @@ def accept_anything(self: Task, *args: Any, **kwargs: Any) -> None:
 @shared_task(bind=True, tracked=True)
 def accept_anything_tracked(self: Task, *args: Any, **kwargs: Any) -> None:
     _note_probe(self)
+
+
+@shared_task
+def noop() -> None:
+    """Does nothing, quickly: for tests of what surrounds every task (events, acks)."""

@@ -7,13 +7,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from app.management.commands.sync_schedule import schedule_fields
+from config.celery import app as celery_app
 from config.schedule import SCHEDULE
-from tests.support import ROOT
+from tests.support import ROOT, database_url, wait_for
 
 
 @pytest.fixture
@@ -79,10 +82,83 @@ def test_sync_schedule_creates_missing_entries_and_keeps_admin_edits() -> None:
     assert PeriodicTask.objects.filter(name=name).count() == 1
 
 
+def hourly_hello() -> CrontabSchedule:
+    crontab = PeriodicTask.objects.get(name="example: say hello every hour").crontab
+    assert crontab is not None
+    return crontab
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("other", [{"hour": "4"}, {"timezone": "Europe/Paris"}])
+def test_sync_schedule_matches_a_crontab_on_every_field_time_zone_included(
+    other: dict[str, str],
+) -> None:
+    # A row made in the admin that differs from a default only in one field, the time zone say.
+    CrontabSchedule.objects.create(minute="0", **other)
+    call_command("sync_schedule")
+    crontab = hourly_hello()
+    fields = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+    assert [getattr(crontab, f) for f in fields] == ["0", "*", "*", "*", "*"]
+    assert str(crontab.timezone) == "UTC"
+
+
+@pytest.mark.django_db
+def test_sync_schedule_reuses_one_of_several_identical_schedules() -> None:
+    twins = [CrontabSchedule.objects.create(minute="0") for _ in range(2)]
+    for _ in range(2):
+        IntervalSchedule.objects.create(every=30, period=IntervalSchedule.SECONDS)
+    call_command("sync_schedule")
+    assert hourly_hello() == twins[0]
+    assert CrontabSchedule.objects.filter(minute="0").count() == 2
+    assert IntervalSchedule.objects.filter(every=30).count() == 2
+
+
+def test_sync_schedule_names_an_entry_with_an_unknown_crontab_field() -> None:
+    with pytest.raises(CommandError, match=r"'nightly': unknown crontab fields \['minutes'\]"):
+        schedule_fields("nightly", {"task": "tasks.example.say_hello", "crontab": {"minutes": "0"}})
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sync_schedule_runs_again_after_beat_added_its_own_entries(tmp_path: Path) -> None:
+    """The second `make run`: sync, beat writes its crontab for celery.backend_cleanup
+    (minute 0, hour 4), sync again."""
+    call_command("sync_schedule")
+    log = tmp_path / "beat.log"
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": celery_app.conf.broker_url,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    with log.open("wb") as out:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "--pidfile=",
+             "--schedule", str(tmp_path / "beat-schedule"),
+             "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(
+            lambda: (
+                beat.poll() is not None
+                or PeriodicTask.objects.filter(name="celery.backend_cleanup").exists()
+            ),
+            timeout=60,
+            what=f"beat to write its cleanup entry (its log: {log})",
+        )
+        assert beat.poll() is None, log.read_text()
+    finally:
+        beat.terminate()
+        beat.wait(30)
+    call_command("sync_schedule")
+    assert hourly_hello().hour == "*"
+    cleanup = PeriodicTask.objects.get(name="celery.backend_cleanup").crontab
+    assert cleanup is not None and cleanup.hour == "4"
+
+
 @pytest.mark.django_db
 def test_every_scheduled_task_exists() -> None:
-    from config.celery import app as celery_app
-
     celery_app.loader.import_default_modules()
     assert {entry["task"] for entry in SCHEDULE.values()} <= set(celery_app.tasks)
 

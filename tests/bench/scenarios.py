@@ -120,13 +120,16 @@ def template_drain(
     database: bool = False,
     filler: measure.Filler | None = None,
     tracked: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Drain:
-    """The template's worker as ``bin/<script>`` starts it, on the ``default`` queue."""
+    """The template's worker as ``bin/<script>`` starts it (``env`` added to its environment), on
+    the ``default`` queue."""
     return Drain(
         label=label,
         queue=work_queue(DEFAULT_QUEUE),
         task=task,
         argv=lambda env: template_worker_argv(script, queue=DEFAULT_QUEUE, env=env),
+        env=env or {},
         loglevel=loglevel,
         database=database,
         filler=filler,
@@ -218,6 +221,18 @@ SCENARIOS: list[Scenario] = [
         "jobs/s",
         drain_scenario(template_drain("drain-io-info", "worker-io", loglevel="INFO")),
         repeated=False,  # to keep the whole bench within ~6 minutes; its cpu figure is steady
+        baseline=DRAIN_BASE,
+    ),
+    Scenario(
+        "noop_drain_template_io_no_events",
+        "drain, template bin/worker-io with task events off",
+        "jobs/s",
+        drain_scenario(
+            template_drain(
+                "drain-io-no-events", "worker-io", env={"CELERY_WORKER_SEND_TASK_EVENTS": "0"}
+            )
+        ),
+        repeated=True,
         baseline=DRAIN_BASE,
     ),
     Scenario(
@@ -330,6 +345,11 @@ RATIOS: dict[str, tuple[str, str]] = {
     "noop_drain_ratio_template_io_info_vs_warning": (
         "noop_drain_template_io_info",
         "noop_drain_template_io",
+    ),
+    # What task events (on by default, for Flower) cost the io worker, nobody consuming them.
+    "events_drain_ratio_vs_no_events": (
+        "noop_drain_template_io",
+        "noop_drain_template_io_no_events",
     ),
     "noop_drain_ratio_template_cpu_vs_bare_acks_late": (
         "noop_drain_template_cpu",

@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
+from django.db import models, transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from config.schedule import SCHEDULE
+
+M = TypeVar("M", bound=models.Model)
+CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year", "timezone")
+
+
+def schedule_find(model: type[M], **fields: Any) -> M:
+    """The schedule row with exactly these fields, made when missing.
+
+    Every field takes part, the model's defaults filled in: ``minute="0"`` alone would also match
+    beat's own crontab (minute 0, hour 4) or one in another time zone. Schedule tables have no
+    unique constraint, so rows made in the admin may repeat one another: the oldest is used.
+    """
+    spec = {
+        field.name: field.get_default()
+        for field in model._meta.concrete_fields
+        if not field.primary_key and field.has_default()
+    }
+    spec.update(fields)
+    return model._default_manager.filter(**spec).order_by("pk").first() or (
+        model._default_manager.create(**spec)
+    )
 
 
 def schedule_fields(name: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -24,10 +45,13 @@ def schedule_fields(name: str, entry: dict[str, Any]) -> dict[str, Any]:
         "crontab": None,
     }
     if "crontab" in entry:
-        fields["crontab"], _ = CrontabSchedule.objects.get_or_create(**entry["crontab"])
+        unknown = set(entry["crontab"]) - set(CRONTAB_FIELDS)
+        if unknown:
+            raise CommandError(f"schedule entry {name!r}: unknown crontab fields {sorted(unknown)}")
+        fields["crontab"] = schedule_find(CrontabSchedule, **entry["crontab"])
     else:
-        fields["interval"], _ = IntervalSchedule.objects.get_or_create(
-            every=entry["every"], period=IntervalSchedule.SECONDS
+        fields["interval"] = schedule_find(
+            IntervalSchedule, every=entry["every"], period=IntervalSchedule.SECONDS
         )
     return fields
 
