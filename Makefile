@@ -24,6 +24,7 @@ lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy .
+	$(UV) run lint-imports
 
 format: install
 	$(UV) run ruff format .

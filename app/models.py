@@ -133,14 +133,3 @@ class EffectClaim(models.Model):
 
     def __str__(self) -> str:
         return self.key
-
-
-class ExampleLedgerEntry(models.Model):
-    """The example job's effect (tasks/example.py): replace it with your own models."""
-
-    account = models.CharField(max_length=100)
-    amount = models.IntegerField()
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    def __str__(self) -> str:
-        return f"{self.account} {self.amount:+d}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging.config
 import os
-import pkgutil
 from typing import Any
 
 from celery import Celery, signals
@@ -15,11 +14,22 @@ from celery.app.defaults import SETTING_KEYS
 from django.conf import settings
 from django.db import close_old_connections
 
-import tasks
+from config.families import task_modules
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-app = Celery("config", task_cls="app.jobs:Job")
+
+class App(Celery):  # type: ignore[misc]
+    def gen_task_name(self, name: str, module: str) -> str:
+        """``tasks.<family>.<task>``, whether the family is a module or a package with its tasks
+        in ``tasks.py``: names stay stable when a module grows into a package (routes in
+        config/queues.py, schedules and job records use them). Celery's documented hook."""
+        if module.startswith("tasks.") and module.endswith(".tasks"):
+            module = module.removesuffix(".tasks")
+        return super().gen_task_name(name, module)
+
+
+app = App("config", task_cls="app.jobs:Job")
 
 
 @app.on_configure.connect
@@ -43,8 +53,9 @@ def read_django_settings(sender: Celery, **kwargs: Any) -> None:
         if name.startswith("CELERY_"):
             key = name.removeprefix("CELERY_").lower()
             config[key if key in SETTING_KEYS else name] = getattr(settings, name)
-    # Every module in tasks/ is imported by workers: adding a file there is all it takes.
-    config["imports"] = [f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__)]
+    # Every module in tasks/ (and each package's tasks.py) is imported by workers: adding a file
+    # or a folder there is all it takes.
+    config["imports"] = task_modules()
     sender.config_from_object(config, namespace="CELERY")
 
 

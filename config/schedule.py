@@ -1,4 +1,6 @@
-"""Default periodic jobs. ``manage.py sync_schedule`` copies them into django-celery-beat's tables.
+"""Default periodic jobs; a family's own are in its ``tasks.py`` (``SCHEDULE``).
+
+``manage.py sync_schedule`` copies them all into django-celery-beat's tables.
 
 Entries are created when missing and otherwise left alone, so a schedule edited in the admin
 survives deploys; ``sync_schedule --reset`` puts these defaults back. Beat reads the database.
@@ -11,7 +13,10 @@ timezone); a field left out means "*", and the time zone CELERY_TIMEZONE.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
+
+from config.families import task_modules
 
 SCHEDULE: dict[str, dict[str, Any]] = {
     "jobs: relay the outbox": {
@@ -23,9 +28,13 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "tasks.maintenance.prune_jobs",
         "crontab": {"minute": "17", "hour": "3"},
     },
-    "example: say hello every hour": {
-        "task": "tasks.example.say_hello",
-        "crontab": {"minute": "0"},
-        "kwargs": {"name": "beat"},
-    },
 }
+
+
+def schedule_all() -> dict[str, dict[str, Any]]:
+    """SCHEDULE and each task module's own ``SCHEDULE`` (a family keeps its periodic jobs next to
+    its tasks, and takes them along when it is copied or deleted)."""
+    entries = dict(SCHEDULE)
+    for module in task_modules():
+        entries.update(getattr(import_module(module), "SCHEDULE", {}))
+    return entries

@@ -14,7 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
-from config import queues
+from config import families, queues
 from config.logging import logging_config
 from config.sentry import init_sentry
 
@@ -64,7 +64,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "ninja",  # its static files: the API docs work without a CDN
     "app",
+    # Every family package in tasks/ (config/families.py): dropping a folder in is all it takes.
+    *families.family_apps(),
 ]
 
 MIDDLEWARE = [
@@ -79,6 +82,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Under /api/, Django's 404 page and the plain-text 405 become JSON errors too.
+    "app.api.json_errors",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -102,7 +107,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        env("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",  # unset or empty
         # Persistent connections, one per thread, checked before reuse. Workers keep theirs
         # across tasks (CELERY_DB_REUSE_MAX below). A psycopg pool measured about 12% slower on
         # tracked jobs: each task took a connection from it and checked it with a round trip.

@@ -1,15 +1,27 @@
+"""The URL map: the engine's pages, the JSON API with every family's router, the admin."""
+
+from importlib import import_module
+
 from django.contrib import admin
 from django.urls import path
 
 from app import views
+from app.api import api_create
+from app.views.api import router as jobs_router
+from config import families
+
+api = api_create(
+    title="Jobs API",
+    description='Jobs and what the task families under tasks/ offer. Errors: {"error": ...}.',
+    urls_namespace="api",
+)
+api.add_router("/jobs/", jobs_router)
+for name, module in families.api_modules().items():  # tasks/<name>/api.py -> /api/<name>/
+    api.add_router(f"/{name}/", import_module(module).router)
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("jobs/", views.jobs_page, name="jobs"),
-    # <str:...>, not <uuid:...>: a malformed id gets a clear JSON 404, not Django's HTML page.
-    path("api/jobs/", views.job_list, name="api-job-list"),
-    path("api/jobs/<str:job_id>/", views.job_detail, name="api-job"),
-    path("api/jobs/<str:job_id>/cancel/", views.job_cancel, name="api-job-cancel"),
-    path("api/demo/", views.demo_enqueue, name="api-demo"),
+    path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]

@@ -7,13 +7,15 @@ stack is never touched. Set TEST_BROKER_URL to use an existing vhost instead of 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pytest_django.fixtures import Settings
 
-from tests.support import Broker, rabbitmqctl
+from tests.support import ROOT, Broker, MakeRun, rabbitmqctl
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,6 +50,45 @@ def broker() -> Iterator[Broker]:
 
 
 @pytest.fixture
+def development_http(settings: Settings) -> None:
+    """As `make run` serves: plain HTTP (the test client speaks no TLS), DEBUG on (the example's
+    demo endpoint, static files without collectstatic)."""
+    settings.SECURE_SSL_REDIRECT = False
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
+    settings.DEBUG = True
+
+
+@pytest.fixture
 def events(tmp_path: Path) -> Path:
     """A file test jobs append their events to (read it with tests.support.read_events)."""
     return tmp_path / "events.jsonl"
+
+
+@pytest.fixture
+def fresh_copy(tmp_path: Path) -> Path:
+    """The repository as a fresh clone would have it: tracked and new files, nothing ignored."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    copy = tmp_path / "clone"
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            target = copy / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+            target.chmod(source.stat().st_mode)
+    return copy
+
+
+@pytest.fixture
+def make_run(fresh_copy: Path) -> Iterator[MakeRun]:
+    stack = MakeRun(fresh_copy)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        for log in stack.logs:
+            print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-10000:]}")

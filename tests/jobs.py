@@ -13,9 +13,11 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import transaction
 
 from app.errors import PermanentError, TransientError
-from tasks.example import ledger_credit
+from app.idempotency import effect_claim
+from app.progress import progress
 
 
 def note(path: str, event: str, task: Task, **extra: Any) -> None:
@@ -90,12 +92,28 @@ def tracked_record(self: Task, path: str, sleep: float = 0.0) -> dict[str, int]:
 
 
 @shared_task(bind=True, tracked=True)
-def credit_then_die(self: Task, account: str, amount: int, key: str) -> bool:
-    """Commits its effect, then (first attempt only) dies before the worker can ack."""
-    applied = ledger_credit(account=account, amount=amount, key=key)
+def effect_then_die(self: Task, path: str, key: str) -> bool:
+    """Commits its effect (a line in ``path``, written with its claim), then (first attempt
+    only) dies before the worker can ack."""
+    with transaction.atomic():
+        applied = effect_claim(key=key)
+        if applied:
+            note(path, "effect", self)
     if self.request.retries == 0:
         os.kill(os.getpid(), signal.SIGKILL)
     return applied
+
+
+@shared_task(tracked=True)
+def count_slowly(upto: int, pause: float = 0.0) -> dict[str, int]:
+    """Counts to ``upto`` with progress reports (each may stop it, once cancelled)."""
+    if upto < 1:
+        raise PermanentError(f"upto must be at least 1, got {upto}")
+    for step in range(1, upto + 1):
+        if pause:
+            time.sleep(pause)
+        progress(100 * step / upto, f"{step} of {upto}")
+    return {"counted": upto}
 
 
 @shared_task(bind=True, tracked=True)

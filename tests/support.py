@@ -141,6 +141,7 @@ def running_worker(
     log_dir: Path,
     env: dict[str, str] | None = None,
     extra_args: tuple[str, ...] = (),
+    cwd: Path = ROOT,
 ) -> Iterator[Worker]:
     hostname = f"test-{uuid.uuid4().hex[:8]}@%h"
     log = log_dir / f"worker-{hostname.split('@')[0]}.log"
@@ -161,7 +162,7 @@ def running_worker(
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=process_env, stdout=out, stderr=subprocess.STDOUT,
+            command, cwd=cwd, env=process_env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     worker = Worker(process, hostname.replace("%h", os.uname().nodename), log)
@@ -313,3 +314,77 @@ def running_web(*, log_dir: Path, env: dict[str, str] | None = None) -> Iterator
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+
+
+def get(url: str, **kwargs: object) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=2, **kwargs)  # type: ignore[arg-type]
+    except httpx.TransportError:
+        return None
+
+
+def workers() -> set[str]:
+    """The names (before the @) of the workers answering a ping on the test vhost."""
+    replies = celery_app.control.ping(timeout=1) or []
+    return {name.split("@")[0] for reply in replies for name in reply}
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class MakeRun:
+    """`make run` in a copy of the repository, on its own SQLite database and ports, started and
+    stopped as a developer does: Ctrl-C (SIGTERM to the terminal's process group here)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {
+            k: v for k, v in os.environ.items()
+            if not k.startswith(("VIRTUAL_ENV", "DJANGO_", "DATABASE_URL", "UV_"))
+        }  # fmt: skip
+        self.env.update(WEB_PORT=str(free_port()), FLOWER_PORT=str(free_port()))
+        self.web = f"http://127.0.0.1:{self.env['WEB_PORT']}"
+        self.flower = f"http://127.0.0.1:{self.env['FLOWER_PORT']}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        self.logs.append(self.root / f"make-run-{len(self.logs) + 1}.log")
+        with self.logs[-1].open("wb") as out:
+            self.process = subprocess.Popen(
+                ["make", "run"], cwd=self.root, env=self.env, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def output(self) -> str:
+        return self.logs[-1].read_text(errors="replace")
+
+    def healthz(self) -> httpx.Response | None:
+        assert self.process and self.process.poll() is None, f"make run exited:\n{self.output()}"
+        return get(f"{self.web}/healthz")
+
+    def wait_up(self) -> None:
+        """Until /healthz answers 200, both workers answer a ping and beat has started."""
+        health = wait_for(self.healthz, timeout=240, what="/healthz to answer")
+        assert health.status_code == 200, health.text
+        wait_for(lambda: workers() >= {"io", "cpu"}, timeout=60, what="both workers to answer")
+        wait_for(lambda: "beat: Starting..." in self.output(), timeout=30, what="beat to start")
+
+    def stop(self) -> None:
+        """Stop the stack and wait until it is gone: ports free, no worker answering."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+        # honcho's processes run in sessions of their own; honcho stops them after make exits.
+        ports = (int(self.env["WEB_PORT"]), int(self.env["FLOWER_PORT"]))
+        wait_for(lambda: not any(map(port_open, ports)), timeout=60, what="web and Flower to stop")
+        wait_for(lambda: not workers() & {"io", "cpu"}, timeout=60, what="the workers to stop")

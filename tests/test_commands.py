@@ -14,8 +14,9 @@ from django.core.management import CommandError, call_command
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from app.management.commands.sync_schedule import schedule_fields
+from config import schedule
 from config.celery import app as celery_app
-from config.schedule import SCHEDULE
+from config.schedule import schedule_all
 from tests.support import ROOT, database_url, wait_for
 
 
@@ -64,12 +65,22 @@ def test_newtask_never_overwrites(new_module_name: str) -> None:
     assert module.read_text() == "# my edits\n"
 
 
+HOURLY = "test: hourly"
+
+
+@pytest.fixture
+def hourly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A default entry at minute 0, like the cleanup entry beat writes for itself (hour 4)."""
+    entry = {"task": "tests.jobs.noop", "crontab": {"minute": "0"}, "kwargs": {"name": "beat"}}
+    monkeypatch.setitem(schedule.SCHEDULE, HOURLY, entry)
+
+
 @pytest.mark.django_db
-def test_sync_schedule_creates_missing_entries_and_keeps_admin_edits() -> None:
+def test_sync_schedule_creates_missing_entries_and_keeps_admin_edits(hourly: None) -> None:
     call_command("sync_schedule")
-    name = "example: say hello every hour"
+    name = HOURLY
     task = PeriodicTask.objects.get(name=name)
-    assert task.task == SCHEDULE[name]["task"]
+    assert task.task == schedule_all()[name]["task"]
     task.enabled = False  # an operator pauses it in the admin
     task.kwargs = '{"name": "edited"}'
     task.save()
@@ -83,7 +94,7 @@ def test_sync_schedule_creates_missing_entries_and_keeps_admin_edits() -> None:
 
 
 def hourly_hello() -> CrontabSchedule:
-    crontab = PeriodicTask.objects.get(name="example: say hello every hour").crontab
+    crontab = PeriodicTask.objects.get(name=HOURLY).crontab
     assert crontab is not None
     return crontab
 
@@ -91,7 +102,7 @@ def hourly_hello() -> CrontabSchedule:
 @pytest.mark.django_db
 @pytest.mark.parametrize("other", [{"hour": "4"}, {"timezone": "Europe/Paris"}])
 def test_sync_schedule_matches_a_crontab_on_every_field_time_zone_included(
-    other: dict[str, str],
+    hourly: None, other: dict[str, str]
 ) -> None:
     # A row made in the admin that differs from a default only in one field, the time zone say.
     CrontabSchedule.objects.create(minute="0", **other)
@@ -103,7 +114,7 @@ def test_sync_schedule_matches_a_crontab_on_every_field_time_zone_included(
 
 
 @pytest.mark.django_db
-def test_sync_schedule_reuses_one_of_several_identical_schedules() -> None:
+def test_sync_schedule_reuses_one_of_several_identical_schedules(hourly: None) -> None:
     twins = [CrontabSchedule.objects.create(minute="0") for _ in range(2)]
     for _ in range(2):
         IntervalSchedule.objects.create(every=30, period=IntervalSchedule.SECONDS)
@@ -115,12 +126,14 @@ def test_sync_schedule_reuses_one_of_several_identical_schedules() -> None:
 
 def test_sync_schedule_names_an_entry_with_an_unknown_crontab_field() -> None:
     with pytest.raises(CommandError, match=r"'nightly': unknown crontab fields \['minutes'\]"):
-        schedule_fields("nightly", {"task": "tasks.example.say_hello", "crontab": {"minutes": "0"}})
+        schedule_fields("nightly", {"task": "tests.jobs.noop", "crontab": {"minutes": "0"}})
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_sync_schedule_runs_again_after_beat_added_its_own_entries(tmp_path: Path) -> None:
+def test_sync_schedule_runs_again_after_beat_added_its_own_entries(
+    hourly: None, tmp_path: Path
+) -> None:
     """The second `make run`: sync, beat writes its crontab for celery.backend_cleanup
     (minute 0, hour 4), sync again."""
     call_command("sync_schedule")
@@ -160,7 +173,7 @@ def test_sync_schedule_runs_again_after_beat_added_its_own_entries(tmp_path: Pat
 @pytest.mark.django_db
 def test_every_scheduled_task_exists() -> None:
     celery_app.loader.import_default_modules()
-    assert {entry["task"] for entry in SCHEDULE.values()} <= set(celery_app.tasks)
+    assert {entry["task"] for entry in schedule_all().values()} <= set(celery_app.tasks)
 
 
 def test_preflight_says_how_to_start_rabbitmq_when_it_is_down() -> None:

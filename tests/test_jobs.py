@@ -27,7 +27,7 @@ from kombu.exceptions import OperationalError
 from app import records, statements
 from app.context import MESSAGE_HEADER, CorrelationIdMiddleware
 from app.enqueue import EnqueueError, job_enqueue
-from app.models import ExampleLedgerEntry, JobRecord, JobStatus, OutboxMessage
+from app.models import JobRecord, JobStatus, OutboxMessage
 from app.outbox import outbox_relay
 from config.celery import app as celery_app
 from tests import jobs
@@ -189,15 +189,15 @@ def test_enqueue_with_a_used_key_returns_the_first_job(broker: Broker, events: P
 
 @pytest.mark.slow
 def test_killed_after_its_effect_committed_the_job_runs_again_and_the_effect_happens_once(
-    broker: Broker, tmp_path: Path
+    broker: Broker, events: Path, tmp_path: Path
 ) -> None:
     with transaction.atomic():
-        job_id = job_enqueue(jobs.credit_then_die, args=["alice", 10, "credit-1"])
+        job_id = job_enqueue(jobs.effect_then_die, args=[str(events), "credit-1"])
     with running_worker(log_dir=tmp_path):
         wait_for(lambda: status_is(job_id, JobStatus.SUCCEEDED), timeout=40, what="success")
     assert record(job_id).attempts == 2
     assert record(job_id).result is False  # the second run found the claim and skipped
-    assert ExampleLedgerEntry.objects.filter(account="alice").count() == 1
+    assert [e["event"] for e in read_events(events)] == ["effect"]
 
 
 @pytest.mark.slow
@@ -233,7 +233,7 @@ def test_progress_is_visible_while_a_long_loop_runs_with_few_writes(
     with transaction.atomic():
         # Each step sleeps (at least the kernel's ~50 us), so the loop spans several progress
         # intervals however fast the machine: a bare million-step loop can end within one.
-        job_id = job_enqueue("tasks.example.count_to", kwargs={"upto": 100_000, "pause": 1e-6})
+        job_id = job_enqueue(jobs.count_slowly, kwargs={"upto": 100_000, "pause": 1e-6})
     seen = set()
     with running_worker(log_dir=tmp_path):
 

@@ -1,4 +1,4 @@
-"""The jobs page in Debian's Chromium: log in, watch a demo job run to success without reloading
+"""The jobs page in Debian's Chromium: log in, watch a job run to success without reloading
 (the page's script polls the API), and cancel a running job with the page's button."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import transaction
 from pytest_django.fixtures import Settings
 from pytest_django.live_server_helper import LiveServer
 from selenium import webdriver
@@ -19,6 +20,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from app.enqueue import job_enqueue
+from tests import jobs
 from tests.support import Broker, running_worker, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,7 +58,7 @@ def server(settings: Settings, transactional_db: None) -> Iterator[LiveServer]:
     settings.SECURE_SSL_REDIRECT = False
     settings.SESSION_COOKIE_SECURE = False
     settings.CSRF_COOKIE_SECURE = False
-    settings.DEBUG = True  # the demo endpoint
+    settings.DEBUG = True  # static files without collectstatic
     server = LiveServer("localhost")
     server._live_server_modified_settings.enable()
     yield server
@@ -79,18 +82,14 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def demo_enqueue(browser: WebDriver, *, upto: int, pause: float) -> str:
-    """POST /api/demo/ from the page, with the browser's session: the job is the user's."""
-    body: dict[str, Any] = browser.execute_async_script(
-        """
-        const done = arguments[arguments.length - 1];
-        fetch("/api/demo/", {method: "POST", body: new URLSearchParams(arguments[0])})
-          .then((r) => r.json()).then(done, (e) => done({error: String(e)}));
-        """,
-        {"upto": str(upto), "pause": str(pause)},
-    )
-    assert "id" in body, body
-    return str(body["id"])
+def enqueue_for(username: str, *, upto: int, pause: float) -> str:
+    """A job of ``username``'s, counting with progress, as a family's endpoint would enqueue it."""
+    with transaction.atomic():
+        return job_enqueue(
+            jobs.count_slowly,
+            kwargs={"upto": upto, "pause": pause},
+            owner=User.objects.get(username=username),
+        )
 
 
 def row(browser: WebDriver, job_id: str) -> dict[str, Any]:
@@ -116,7 +115,7 @@ def test_the_jobs_page_follows_a_job_live_and_cancels_one(
     wait_for(lambda: browser.current_url == server.url + "/jobs/", what="back on the jobs page")
 
     with running_worker(log_dir=tmp_path, env={"DJANGO_SETTINGS_MODULE": "config.settings"}):
-        job_id = demo_enqueue(browser, upto=4500, pause=0.001)  # about 5 s
+        job_id = enqueue_for("sam", upto=4500, pause=0.001)  # about 5 s
         browser.get(server.url + "/jobs/")
         assert row(browser, job_id)["status"] in {"queued", "started"}
         browser.execute_script("window.notReloaded = true;")
@@ -137,7 +136,7 @@ def test_the_jobs_page_follows_a_job_live_and_cancels_one(
         )
         browser.save_screenshot(str(tmp_path / "jobs-succeeded.png"))
 
-        long_id = demo_enqueue(browser, upto=50_000, pause=0.001)
+        long_id = enqueue_for("sam", upto=50_000, pause=0.001)
         browser.refresh()
         wait_for(lambda: row(browser, long_id)["progress"] > 0, timeout=30, what="it to run")
         browser.save_screenshot(str(tmp_path / "jobs-running.png"))

@@ -6,19 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import socket
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from config.celery import app as celery_app
-from tests.support import ROOT, Broker, free_port, running_worker, wait_for
+from tests.support import ROOT, Broker, MakeRun, get, running_worker, wait_for
 
 
 def procfile() -> dict[str, str]:
@@ -68,109 +62,6 @@ def test_a_worker_starts_without_warnings(broker: Broker, tmp_path: Path) -> Non
         if "warning" in line.lower() and not (os.geteuid() == 0 and root in line)
     ]  # fmt: skip
     assert not warnings, output
-
-
-@pytest.fixture
-def fresh_copy(tmp_path: Path) -> Path:
-    """The repository as a fresh clone would have it: tracked and new files, nothing ignored."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    copy = tmp_path / "clone"
-    for name in filter(None, files):
-        source = ROOT / name
-        if source.is_file():
-            target = copy / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(source.read_bytes())
-            target.chmod(source.stat().st_mode)
-    return copy
-
-
-def get(url: str, **kwargs: object) -> httpx.Response | None:
-    try:
-        return httpx.get(url, timeout=2, **kwargs)  # type: ignore[arg-type]
-    except httpx.TransportError:
-        return None
-
-
-def workers() -> set[str]:
-    """The names (before the @) of the workers answering a ping on the test vhost."""
-    replies = celery_app.control.ping(timeout=1) or []
-    return {name.split("@")[0] for reply in replies for name in reply}
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class MakeRun:
-    """`make run` in a copy of the repository, on its own SQLite database and ports, started and
-    stopped as a developer does: Ctrl-C (SIGTERM to the terminal's process group here)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.env = {
-            k: v for k, v in os.environ.items()
-            if not k.startswith(("VIRTUAL_ENV", "DJANGO_", "DATABASE_URL", "UV_"))
-        }  # fmt: skip
-        self.env.update(WEB_PORT=str(free_port()), FLOWER_PORT=str(free_port()))
-        self.web = f"http://127.0.0.1:{self.env['WEB_PORT']}"
-        self.flower = f"http://127.0.0.1:{self.env['FLOWER_PORT']}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.logs: list[Path] = []
-
-    def start(self) -> None:
-        self.logs.append(self.root / f"make-run-{len(self.logs) + 1}.log")
-        with self.logs[-1].open("wb") as out:
-            self.process = subprocess.Popen(
-                ["make", "run"], cwd=self.root, env=self.env, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-
-    def output(self) -> str:
-        return self.logs[-1].read_text(errors="replace")
-
-    def healthz(self) -> httpx.Response | None:
-        assert self.process and self.process.poll() is None, f"make run exited:\n{self.output()}"
-        return get(f"{self.web}/healthz")
-
-    def wait_up(self) -> None:
-        """Until /healthz answers 200, both workers answer a ping and beat has started."""
-        health = wait_for(self.healthz, timeout=240, what="/healthz to answer")
-        assert health.status_code == 200, health.text
-        wait_for(lambda: workers() >= {"io", "cpu"}, timeout=60, what="both workers to answer")
-        wait_for(lambda: "beat: Starting..." in self.output(), timeout=30, what="beat to start")
-
-    def stop(self) -> None:
-        """Stop the stack and wait until it is gone: ports free, no worker answering."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        self.process = None
-        # honcho's processes run in sessions of their own; honcho stops them after make exits.
-        ports = (int(self.env["WEB_PORT"]), int(self.env["FLOWER_PORT"]))
-        wait_for(lambda: not any(map(port_open, ports)), timeout=60, what="web and Flower to stop")
-        wait_for(lambda: not workers() & {"io", "cpu"}, timeout=60, what="the workers to stop")
-
-
-@pytest.fixture
-def make_run(fresh_copy: Path) -> Iterator[MakeRun]:
-    stack = MakeRun(fresh_copy)
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        for log in stack.logs:
-            print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-10000:]}")
 
 
 @pytest.mark.slow

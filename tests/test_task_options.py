@@ -72,7 +72,8 @@ def test_manage_tasks_lists_queue_tracking_retries_and_limits(
     assert "2s" in rows["tests.jobs.ignores_soft_time_limit"].split()[3]
     assert rows["tests.jobs.flaky"].endswith("3 on TRANSIENT_ERRORS, backoff up to 600s")
     assert not rows["tests.jobs.always_transient"].endswith("with jitter")
-    assert rows["tasks.example.say_hello"].endswith("backoff up to 600s with jitter")
+    default_policy = "10 on TRANSIENT_ERRORS, backoff up to 600s with jitter"
+    assert rows["tests.jobs.record"].endswith(default_policy)
     assert rows["tests.jobs.misrouted"].split()[1] == "no-such-queue(MISSING)"
     assert "celery.chord_unlock" not in rows
 

@@ -76,21 +76,28 @@ class JobFilter:
     limit: int = LIST_LIMIT_DEFAULT
 
     @classmethod
-    def from_query(cls, query: QueryDict) -> JobFilter:
-        """Read ``?status=&task=&limit=``; ValueError with a clear message for a bad value."""
-        status = query.get("status", "").strip()
+    def create(
+        cls, *, status: str = "", task: str = "", limit: int = LIST_LIMIT_DEFAULT
+    ) -> JobFilter:
+        """The filter; ValueError with a clear message for a bad value."""
+        status = status.strip()
         if status and status not in JobStatus.values:
             raise ValueError(
                 f"unknown status {status!r}; the statuses are {', '.join(JobStatus.values)}"
             )
+        if not 1 <= limit <= LIST_LIMIT_MAX:
+            raise ValueError(f"limit must be a whole number from 1 to {LIST_LIMIT_MAX}")
+        return cls(status=status, task=task.strip()[:200], limit=limit)
+
+    @classmethod
+    def from_query(cls, query: QueryDict) -> JobFilter:
+        """Read ``?status=&task=&limit=`` of the jobs page."""
         raw_limit = query.get("limit", "").strip()
         try:
             limit = int(raw_limit) if raw_limit else LIST_LIMIT_DEFAULT
         except ValueError:
-            limit = 0
-        if not 1 <= limit <= LIST_LIMIT_MAX:
-            raise ValueError(f"limit must be a whole number from 1 to {LIST_LIMIT_MAX}")
-        return cls(status=status, task=query.get("task", "").strip()[:200], limit=limit)
+            limit = 0  # out of range: the same message as any other bad limit
+        return cls.create(status=query.get("status", ""), task=query.get("task", ""), limit=limit)
 
     def apply(self, records: QuerySet[JobRecord]) -> list[JobRecord]:
         if self.status:

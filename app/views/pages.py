@@ -29,7 +29,7 @@ def jobs_page(request: HttpRequest) -> HttpResponse:
         filters = JobFilter()
     jobs = filters.apply(jobs_visible(user=request.user, listing=True))
     script_config = {
-        "api": reverse("api-job-list") + "?" + urlencode(filters.query()),
+        "api": reverse("api:job-list") + "?" + urlencode(filters.query()),
         "final": [str(s) for s in FINAL_STATUSES],
         "cancellable": [str(s) for s in CANCELLABLE_STATUSES],
         "interval": POLL_INTERVAL_MS,

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models, transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-from config.schedule import SCHEDULE
+from config.schedule import schedule_all
 
 M = TypeVar("M", bound=models.Model)
 CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year", "timezone")
@@ -68,7 +68,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args: Any, reset: bool = False, **options: Any) -> None:
-        for name, entry in SCHEDULE.items():
+        for name, entry in schedule_all().items():
             fields = schedule_fields(name, entry)
             if reset:
                 _, created = PeriodicTask.objects.update_or_create(name=name, defaults=fields)
