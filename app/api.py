@@ -17,6 +17,7 @@ from ninja import NinjaAPI, Schema
 from ninja.errors import HttpError, ValidationError, ValidationErrorContext
 from ninja.params.models import Body, BodyModel
 from ninja.parser import Parser
+from ninja.utils import check_csrf
 from pydantic import ConfigDict
 
 from app.input import FORM_TYPES, InputError, json_object_parse
@@ -59,7 +60,7 @@ class _JsonOrFormModel(BodyModel):
             return super().get_request_data(request, api, path_params)
         # Django has read (and, for multipart, consumed) the body into request.POST already.
         data = request.POST.dict()
-        data.pop("csrfmiddlewaretoken", None)  # an HTML form's, checked by Django already
+        data.pop("csrfmiddlewaretoken", None)  # an HTML form's, checked by session_csrf
         single = getattr(cls, "__read_from_single_attr__", None)
         return {single: data} if single else data
 
@@ -132,6 +133,26 @@ def api_create(**options: Any) -> NinjaAPI:
         return _error(request, 400, _validation_message(exc.errors))
 
     return api
+
+
+def session_csrf(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[..., Any]:
+    """Middleware: a request under ``/api/`` that changes something, from a user logged in with
+    a session cookie, needs the CSRF token (``X-CSRFToken``), as any Django form would.
+    django-ninja marks its views CSRF-exempt; anonymous calls (curl, scripts) carry no cookie
+    worth forging and pass."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        if (
+            request.path.startswith("/api/")
+            and request.method not in ("GET", "HEAD", "OPTIONS", "TRACE")
+            and request.user.is_authenticated
+            and check_csrf(request) is not None
+        ):
+            message = "CSRF check failed: send the csrftoken cookie's value as X-CSRFToken"
+            return JsonResponse({"error": message}, status=403)
+        return get_response(request)
+
+    return middleware
 
 
 def json_errors(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[..., Any]:

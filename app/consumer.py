@@ -42,18 +42,19 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         celery_handler = super().create_task_handler(*args, **kwargs)
 
         def on_task_received(message: Message) -> None:
-            problem = message_problem(message)
-            if problem:
-                _dead_letter(message, problem)
-                return
             try:
+                problem = message_problem(message)
+                if problem:
+                    _dead_letter(message, problem)
+                    return
                 celery_handler(message)
             except (*self.connection_errors, *self.channel_errors):
-                raise  # the consumer reconnects; the unacked message is delivered again
+                raise  # Celery's own handling: reconnect (channel errors stop the worker)
             except Exception as exc:
-                # A message that passed the checks above and still broke Celery's handler: an
-                # exception here would stop the worker. Dead-letter it unless Celery already
-                # settled it (acked, rejected, or handed to the pool, which settles it later).
+                # The checks or Celery's handler broke on this message: raised here, it would
+                # stop the worker (and every restart: the message is still queued). Dead-letter
+                # it unless it was settled. (With late acks, a job handed to the pool is not
+                # settled yet; Celery 5.7's handler raises nothing after the hand-off.)
                 if message.acknowledged:
                     logger.exception("error after a message was settled; the worker carries on")
                 else:

@@ -128,9 +128,10 @@ def _republish(letter: DeadLetter) -> None:
     """Publish an untracked dead message again, as it was, to the queue it died in."""
     message = letter.message
     # Without x-death, and with its retries counted from zero again: a job that died of used-up
-    # retries gets its retries back.
+    # retries gets its retries back. Without "compression" too: kombu decompressed the body.
+    dropped = ("retries", "compression")
     headers = {
-        k: v for k, v in message.headers.items() if not k.startswith("x-") and k != "retries"
+        k: v for k, v in message.headers.items() if not k.startswith("x-") and k not in dropped
     }
     with celery_app.connection_for_write() as publish_conn:  # confirm_publish: waits for the ack
         publish_conn.Producer().publish(

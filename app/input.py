@@ -10,6 +10,7 @@ whatever view it was meant for. JSON bodies are read by the view that wants one,
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -86,10 +87,25 @@ def _strings(value: Any) -> Iterator[str]:
             stack.extend(item)
 
 
+def _finite(text: str) -> float:
+    """JSON numbers only: ``NaN``, ``Infinity`` and ``1e400`` would reach a JSONField that
+    PostgreSQL refuses (a 500), whatever field a schema declares."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise InputError(f"the JSON body holds {text[:20]!r}, a number out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise InputError(f"the JSON body holds {name}, which is not JSON")
+
+
 def json_object_parse(body: bytes) -> dict[str, Any]:
     """A request body as a JSON object; InputError naming what is wrong."""
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+    except InputError:
+        raise
     except RecursionError:
         raise InputError("the JSON body is nested too deeply") from None
     except ValueError:  # UnicodeDecodeError included

@@ -68,9 +68,10 @@ class JobRequest(Request):
 #: Options Celery reads from a task's decorator that are not attributes of its Task class
 #: (celery/app/task.py ``extract_exec_options``, celery/app/autoretry.py).
 CELERY_OPTIONS = frozenset(
-    {"queue", "routing_key", "exchange", "delivery_mode", "compression", "immediate",
-     "mandatory", "retry_kwargs", "autoretry_for", "dont_autoretry_for", "retry_backoff",
-     "retry_backoff_max", "retry_jitter"}
+    {"queue", "routing_key", "exchange", "exchange_type", "delivery_mode", "compression",
+     "immediate", "mandatory", "retry_kwargs", "autoretry_for", "dont_autoretry_for",
+     "retry_backoff", "retry_backoff_max", "retry_jitter",
+     *(name for name, _ in Task.from_config)}  # read from the app's conf when not set
 )  # fmt: skip
 #: What Celery's ``_task_from_fun`` puts in every decorated task class besides the options.
 DECORATED_CLASS_KEYS = frozenset(

@@ -22,6 +22,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from amqp.exceptions import ConnectionError as ConnectionError_
+from amqp.exceptions import MessageNacked
 from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
@@ -43,8 +45,16 @@ class PublishNotConfirmed(Exception):
     """RabbitMQ refused (nack) or did not confirm messages in time."""
 
 
-#: What a broker that is down, unreachable or blocked raises. Anything else is the row's fault.
-BROKER_DOWN = (OperationalError, OSError, PublishNotConfirmed)
+#: What a broker that is down, restarting, unreachable or refusing raises (amqp's connection
+#: errors and nacks are neither OSError nor kombu's OperationalError). Anything else is the
+#: row's own fault, such as a route to a queue that does not exist (amqp's channel errors).
+BROKER_DOWN = (
+    OperationalError,
+    OSError,
+    PublishNotConfirmed,
+    ConnectionError_,
+    MessageNacked,
+)
 
 
 def _connection(*, confirm_each: bool) -> Connection:

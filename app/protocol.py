@@ -46,7 +46,7 @@ def _iso_datetime(value: Any) -> bool:
         return False
     try:
         maybe_iso8601(value)
-    except (AttributeError, ValueError, TypeError):
+    except Exception:  # ValueError, and OverflowError for "9999-12-31T24:00:00"
         return False
     return True
 
@@ -59,9 +59,15 @@ def _text_list(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(map(_text, value))
 
 
+def _signature(value: Any) -> bool:
+    """A serialised signature: a dict naming its task (a callback without one would fail only
+    after the job ran, its effect done)."""
+    return isinstance(value, dict) and isinstance(value.get("task"), str)
+
+
 def _signatures(value: Any) -> bool:
-    """Callbacks, errbacks and chain: a list of serialised signatures (dicts)."""
-    return isinstance(value, list | tuple) and all(isinstance(item, dict) for item in value)
+    """Callbacks, errbacks and chain: a list of serialised signatures."""
+    return isinstance(value, list | tuple) and all(map(_signature, value))
 
 
 #: Header -> what its value must be. ``task`` and ``id`` are required; the rest may be absent.
@@ -93,7 +99,7 @@ EMBED: dict[str, Check] = {
     "callbacks": _optional(_signatures),
     "errbacks": _optional(_signatures),
     "chain": _optional(_signatures),
-    "chord": _optional(lambda value: isinstance(value, dict)),
+    "chord": _optional(_signature),
 }
 
 
@@ -130,6 +136,8 @@ def body_problem(body: Any) -> str | None:
 def message_problem(message: Message) -> str | None:
     """What is wrong with a task message, decoding its body (Celery decodes it anyway and keeps
     the result on the message, so the body is not decoded twice), or None."""
+    if message.errors:  # kombu could not decompress it (a bad ``compression`` header)
+        return f"cannot read body ({type(message.errors[0][1]).__name__})"
     problem = headers_problem(message.headers)
     if problem:
         return problem

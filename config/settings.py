@@ -82,7 +82,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Under /api/, Django's 404 page and the plain-text 405 become JSON errors too.
+    # Under /api/: a session user's writes need the CSRF token (django-ninja exempts its views),
+    # and Django's 404 page and the plain-text 405 become JSON errors too.
+    "app.api.session_csrf",
     "app.api.json_errors",
 ]
 

@@ -124,6 +124,28 @@ def test_sync_schedule_reuses_one_of_several_identical_schedules(hourly: None) -
     assert IntervalSchedule.objects.filter(every=30).count() == 2
 
 
+@pytest.mark.parametrize("name", ["admin", "example", "jobs"])
+def test_newtask_refuses_a_family_name_that_is_taken(name: str) -> None:
+    with pytest.raises(CommandError, match=f"'{name}' is taken"):
+        call_command("newtask", name, "--package")
+
+
+@pytest.mark.django_db
+def test_sync_schedule_disables_the_periodic_jobs_of_a_deleted_family(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gone = PeriodicTask.objects.create(
+        name="invoices: nightly",
+        task="tasks.invoices.gone",
+        interval=IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS),
+    )
+    call_command("sync_schedule")
+    gone.refresh_from_db()
+    assert not gone.enabled
+    assert "invoices: nightly: disabled (its task is not registered)" in capsys.readouterr().out
+    assert PeriodicTask.objects.filter(enabled=True).count() == len(schedule_all())
+
+
 def test_sync_schedule_names_an_entry_with_an_unknown_crontab_field() -> None:
     with pytest.raises(CommandError, match=r"'nightly': unknown crontab fields \['minutes'\]"):
         schedule_fields("nightly", {"task": "tests.jobs.noop", "crontab": {"minutes": "0"}})

@@ -52,6 +52,7 @@ def test_every_option_celery_reads_is_accepted() -> None:
         default_retry_delay=1, rate_limit="10/m", time_limit=20, soft_time_limit=10,
         acks_late=True, reject_on_worker_lost=True, ignore_result=True, serializer="json",
         expires=60, typing=True, track_started=False, throws=(KeyError,),
+        store_eager_result=False, exchange_type="direct",  # found missing by review
     )  # fmt: skip
     def all_of_them(self: object) -> None:
         pass

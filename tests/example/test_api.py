@@ -90,6 +90,26 @@ def test_bad_demo_json_is_a_400() -> None:
 
 
 @pytest.mark.django_db
+def test_a_logged_in_user_needs_the_csrf_token_an_anonymous_script_not() -> None:
+    """django-ninja exempts its views from CSRF; app.api.session_csrf puts it back (review)."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user("alice"))
+    response = client.post(DEMO, {"upto": 5}, content_type="application/json")
+    assert response.status_code == 403 and "CSRF" in response.json()["error"]
+    client.get("/admin/login/")  # its form sets the csrftoken cookie
+    token = client.cookies["csrftoken"].value
+    headers = {"X-CSRFToken": token}
+    assert (
+        client.post(DEMO, {"upto": 5}, content_type="application/json", headers=headers).status_code
+        == 202
+    )
+    anonymous = Client(enforce_csrf_checks=True).post(
+        DEMO, {"upto": 5}, content_type="application/json"
+    )
+    assert anonymous.status_code == 202
+
+
+@pytest.mark.django_db
 def test_the_demo_only_exists_in_debug(settings: Settings) -> None:
     settings.DEBUG = False
     response = logged_in(None).post(DEMO)

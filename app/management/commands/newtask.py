@@ -17,6 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -59,6 +60,11 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{name!r} is not a usable module name: use lowercase letters, digits and "
                 "underscores, starting with a letter (for example: invoices)"
+            )
+        taken_labels = {config.label for config in apps.get_app_configs()} | {"jobs"}
+        if package and name in taken_labels:
+            raise CommandError(
+                f"{name!r} is taken: an installed app's label, or the jobs API's /api/jobs/"
             )
         base = Path(settings.BASE_DIR)
         targets = _targets(base, name, package)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
+from celery import current_app
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models, transaction
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_beat.models import (
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTasks,
+)
 
 from config.schedule import schedule_all
 
@@ -76,3 +82,13 @@ class Command(BaseCommand):
                 _, created = PeriodicTask.objects.get_or_create(name=name, defaults=fields)
             state = "created" if created else ("reset" if reset else "kept (edited in the admin?)")
             self.stdout.write(f"{name}: {state}")
+        # A deleted family leaves its periodic jobs behind: beat would send a task no worker
+        # knows, and each run would end in a dead-letter queue. Disabled, not deleted: put the
+        # family back and enable them in the admin.
+        orphans = PeriodicTask.objects.filter(enabled=True).exclude(
+            task__in=list(current_app.tasks)
+        )
+        for name in orphans.values_list("name", flat=True):
+            self.stdout.write(f"{name}: disabled (its task is not registered)")
+        if orphans.update(enabled=False):
+            PeriodicTasks.update_changed()  # beat reloads the schedule

@@ -1,5 +1,6 @@
 # The example ledger, moved here from the engine (app). On a database made before the move, the
 # old table app_exampleledgerentry is renamed, rows and all; elsewhere the table is created.
+# When you copy this family, delete its migrations and run `makemigrations <name>` instead.
 
 from django.db import migrations, models
 
@@ -21,7 +22,6 @@ def drop(apps, schema_editor):
 class Migration(migrations.Migration):
     initial = True
     dependencies = [("app", "0001_jobs")]
-    run_before = [("app", "0002_exampleledgerentry_moved")]  # so the rows are kept, not dropped
 
     operations = [
         migrations.SeparateDatabaseAndState(
