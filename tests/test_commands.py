@@ -124,7 +124,7 @@ def test_sync_schedule_reuses_one_of_several_identical_schedules(hourly: None) -
     assert IntervalSchedule.objects.filter(every=30).count() == 2
 
 
-@pytest.mark.parametrize("name", ["admin", "example", "jobs"])
+@pytest.mark.parametrize("name", ["admin", "app", "jobs"])
 def test_newtask_refuses_a_family_name_that_is_taken(name: str) -> None:
     with pytest.raises(CommandError, match=f"'{name}' is taken"):
         call_command("newtask", name, "--package")
