@@ -80,7 +80,7 @@ def JsonOrForm(default: Any = ...) -> Any:
     return _JsonOrFormParam(default)
 
 
-def _error(request: HttpRequest, status: int, message: str, **extra: Any) -> HttpResponse:
+def _error(status: int, message: str, **extra: Any) -> HttpResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
 
@@ -117,7 +117,7 @@ def api_create(**options: Any) -> NinjaAPI:
 
     @api.exception_handler(ApiError)
     def api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
-        response = _error(request, exc.status, exc.message, **exc.extra)
+        response = _error(exc.status, exc.message, **exc.extra)
         if exc.status == 405:
             response["Allow"] = ", ".join(exc.extra.get("allowed", []))
         return response
@@ -126,11 +126,11 @@ def api_create(**options: Any) -> NinjaAPI:
     def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         cause = exc.__cause__  # the parser's own message beats "Cannot parse request body"
         message = str(cause) if isinstance(cause, InputError) else str(exc)
-        return _error(request, exc.status_code, message)
+        return _error(exc.status_code, message)
 
     @api.exception_handler(ValidationError)
     def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-        return _error(request, 400, _validation_message(exc.errors))
+        return _error(400, _validation_message(exc.errors))
 
     return api
 

@@ -100,6 +100,19 @@ def _mark_broken(row_id: int, exc: Exception) -> None:
     OutboxMessage.objects.filter(id=row_id).update(error=f"{type(exc).__name__}: {exc}"[:500])
 
 
+def _send_or_set_aside(row: OutboxMessage, producer: Any) -> bool:
+    """Publish ``row``; False when it can never be published (then set aside). An outage
+    raises, leaving the row pending."""
+    try:
+        _send(row, producer)
+    except Exception as exc:
+        if not _row_fault(exc):
+            raise
+        _mark_broken(row.id, exc)
+        return False
+    return True
+
+
 def outbox_publish_one(*, message_id: int) -> bool:
     """Publish one row right after its transaction committed. False leaves it to the relay.
 
@@ -116,12 +129,7 @@ def outbox_publish_one(*, message_id: int) -> bool:
                 return True  # sent already, or a relay holds it right now
             pool = pools.producers[_publish_pool_key(celery_app.conf.broker_url)]
             with pool.acquire(block=True) as producer:
-                try:
-                    _send(row, producer)
-                except Exception as exc:
-                    if not _row_fault(exc):
-                        raise
-                    _mark_broken(row.id, exc)
+                if not _send_or_set_aside(row, producer):
                     return False
             row.sent_at = timezone.now()
             row.save(update_fields=["sent_at"])
@@ -157,16 +165,7 @@ def _publish_batch(rows: Sequence[OutboxMessage]) -> list[OutboxMessage]:
         channel.events["basic_ack"].add(on_ack)
         channel.events["basic_nack"].add(on_nack)
         producer = celery_app.amqp.Producer(channel)
-        published = []
-        for row in rows:
-            try:
-                _send(row, producer)
-            except Exception as exc:
-                if not _row_fault(exc):
-                    raise
-                _mark_broken(row.id, exc)
-                continue
-            published.append(row)
+        published = [row for row in rows if _send_or_set_aside(row, producer)]
         deadline = time.monotonic() + BATCH_CONFIRM_TIMEOUT
         while len(confirmed) < len(published) and not nacked:
             if time.monotonic() > deadline:
