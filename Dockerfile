@@ -7,5 +7,6 @@ COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY . .
 RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput
-RUN useradd --system --uid 1000 app && chown -R app /srv
+# var/flower: the app user's, so the volume docker-compose.yml mounts there is too.
+RUN useradd --system --uid 1000 app && mkdir -p var/flower && chown -R app /srv
 USER app

@@ -10,6 +10,7 @@ A replayed tracked job gets a new id and a new record that links to the original
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,11 +22,14 @@ from django.db import transaction
 from kombu.message import Message
 from kombu.serialization import prepare_accept_content
 
+from app.context import correlation_id_set
 from app.enqueue import job_enqueue
 from app.models import JobRecord, JobStatus
 from app.protocol import message_problem
 from config import queues
 from config.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
 
 #: How many messages one listing or scan reads per queue at most.
 SCAN_LIMIT = 10_000
@@ -195,8 +199,12 @@ def _replay_record(record: JobRecord) -> str:
 
     The dead record is locked while its replay is created, so two operators replaying at once
     (or a replay --all after a replay by id) get the one replay, not a second run.
+
+    The replay carries the dead job's correlation id, not the operator's: it does the work the
+    original request asked for, so a search by that id finds the request, the job that died and
+    its replay (an untracked message is republished with its headers, the id among them).
     """
-    with transaction.atomic():
+    with transaction.atomic(), correlation_id_set(record.correlation_id):
         JobRecord.objects.select_for_update().filter(id=record.id).first()
         earlier = JobRecord.objects.filter(replay_of=record).first()
         if earlier is not None:
@@ -208,6 +216,9 @@ def _replay_record(record: JobRecord) -> str:
             owner=record.owner,
         )
         JobRecord.objects.filter(id=new_id).update(replay_of=record)
+        logger.info(
+            "dead job %s replayed as %s", record.id, new_id, extra={"replay_of": str(record.id)}
+        )
     return new_id
 
 

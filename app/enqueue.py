@@ -52,11 +52,14 @@ def job_enqueue(
     idempotency_key: str | None = None,
     owner: User | None = None,
     eta: datetime | None = None,
+    headers: dict[str, str] | None = None,
     using: str = "default",
 ) -> str:
     """Enqueue ``task`` in the current transaction; return the job id.
 
     With an ``idempotency_key``, enqueueing again returns the first job's id and enqueues nothing.
+    ``headers`` go into the message (an engine part's, such as app/batches.py's batch id); the
+    running task reads each as ``self.request.<name>``.
     """
     task = task_resolve(task)
     kwargs = kwargs or {}
@@ -114,7 +117,10 @@ def job_enqueue(
             task_name=task.name,
             args=list(args),
             kwargs=kwargs,
-            options={"headers": {MESSAGE_HEADER: cid}, "eta": eta.isoformat() if eta else None},
+            options={
+                "headers": {**(headers or {}), MESSAGE_HEADER: cid},
+                "eta": eta.isoformat() if eta else None,
+            },
         )
         transaction.on_commit(partial(outbox_publish_one, message_id=message.id), using=using)
     return job_id

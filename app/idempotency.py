@@ -39,3 +39,10 @@ def claims_prune(*, before: datetime) -> int:
     """Delete claims older than ``before``: older than any message that could still come back."""
     deleted, _ = EffectClaim.objects.filter(claimed_at__lt=before).delete()
     return deleted
+
+
+def effect_release(*, key: str) -> None:
+    """Give up a claim whose effect certainly did not happen (the call raised before the provider
+    took it), so that a retry may claim it again. Only for that case: a claim whose outcome is
+    unknown (the worker died) must stay, or the effect could happen twice."""
+    EffectClaim.objects.filter(key=key).delete()

@@ -21,15 +21,29 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import Task
-from celery.exceptions import Ignore, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, TimeLimitExceeded, WorkerLostError
 from celery.utils.time import get_exponential_backoff_interval
 from celery.worker.request import Request
+from django.db import transaction
 
 from app import records
-from app.context import correlation_id
+from app.batches import batch_member_end, batch_of
+from app.context import correlation_id, job_fields
 from app.errors import DATABASE_UNAVAILABLE, TRANSIENT_ERRORS, PermanentError
 
 logger = logging.getLogger(__name__)
+
+
+def failure_cause(exc: BaseException) -> str:
+    """Why a job failed, in a word: "time-limit", "worker-lost" (killed, out of memory),
+    "rejected" (it raised ``Reject``), or "exception" (its code raised anything else)."""
+    if isinstance(exc, TimeLimitExceeded):
+        return "time-limit"
+    if isinstance(exc, WorkerLostError | SystemExit | KeyboardInterrupt):
+        return "worker-lost"  # Celery reads the last two as a lost child too
+    if isinstance(exc, Reject):
+        return "rejected"
+    return "exception"
 
 
 class JobRequest(Request):
@@ -38,27 +52,47 @@ class JobRequest(Request):
     Celery requeues a job killed by its hard time limit (or acks it, losing it, with
     ``acks_on_timeout``); requeued, it would hit the same limit forever. The soft limit, which
     the task can catch and clean up after, comes first.
+
+    The dead-letter line is logged in the worker's main process, outside the job's own context:
+    it carries the job's fields (app/context.py) itself, and the ``cause`` of the death, which
+    decides whether it is the job's Sentry event (config/sentry.py).
     """
 
     _timed_out = False
+    _cause = "unknown"
 
     def on_failure(self, exc_info: ExceptionInfo, *args: Any, **kwargs: Any) -> None:
         exc = getattr(exc_info.exception, "exc", exc_info.exception)  # ExceptionWithTraceback
         self._timed_out = isinstance(exc, TimeLimitExceeded)
+        self._cause = failure_cause(exc)
         super().on_failure(exc_info, *args, **kwargs)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         self._timed_out = self._timed_out or not soft
+        if not soft:
+            self._cause = "time-limit"
         super().on_timeout(soft, timeout)
 
     def reject(self, requeue: bool = False) -> None:
         requeue = requeue and not self._timed_out
         if not requeue and not self.acknowledged:
             queue = self.delivery_info.get("routing_key", "?")
-            logger.error("%s[%s] dead-lettered to %s.dead", self.name, self.id, queue)
+            logger.error(
+                "%s[%s] dead-lettered to %s.dead",
+                self.name,
+                self.id,
+                queue,
+                extra={
+                    **job_fields(self._context, self.name),
+                    "dead_lettered_to": f"{queue}.dead",
+                    "cause": self._cause,
+                },
+            )
             if getattr(self.task, "tracked", False):
                 _write_record(
-                    records.record_dead_lettered,
+                    _ending(
+                        records.record_dead_lettered, batch_of(self.request_dict), succeeded=False
+                    ),
                     job_id=self.id,
                     reason=f"dead-lettered to {queue}.dead",
                 )
@@ -160,7 +194,8 @@ class Job(Task):
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if self.tracked:
-            _write_record(records.record_succeed, job_id=task_id, result=retval)
+            write = _ending(records.record_succeed, batch_of(self.request), succeeded=True)
+            _write_record(write, job_id=task_id, result=retval)
 
     def on_retry(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
@@ -177,7 +212,7 @@ class Job(Task):
         if self.tracked:
             dead = bool(self.acks_late and not self.acks_on_failure)
             _write_record(
-                records.record_fail,
+                _ending(records.record_fail, batch_of(self.request), succeeded=False),
                 job_id=task_id,
                 error=_error(exc),
                 traceback=str(einfo),
@@ -197,6 +232,24 @@ def _write_record(write: Callable[..., None], **fields: Any) -> None:
         write(**fields)
     except Exception:
         logger.exception("job record not updated (%s)", write.__name__)
+
+
+def _ending(
+    write: Callable[..., None], batch_id: str | None, *, succeeded: bool
+) -> Callable[..., None]:
+    """``write``, a job's final record write, and for a member of a batch (app/batches.py) its
+    end, in one transaction: a worker that dies in between cannot leave the record ended and the
+    member pending (the redelivered message would be skipped, and the batch never end)."""
+    if batch_id is None:
+        return write
+
+    def write_and_end(**fields: Any) -> None:
+        with transaction.atomic():
+            write(**fields)
+            batch_member_end(batch_id=batch_id, job_id=fields["job_id"], succeeded=succeeded)
+
+    write_and_end.__name__ = write.__name__
+    return write_and_end
 
 
 def _error(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """Job records, the outbox and effect claims: what makes jobs visible, durable and idempotent.
 
 Every query on these tables lives in ``app/records.py`` (tracking), ``app/outbox.py`` (relay) and
-``app/idempotency.py`` (claims); views and commands call those functions.
+``app/idempotency.py`` (claims); views and commands call those functions. The beat lease is
+app/beat.py's.
 """
 
 from __future__ import annotations
@@ -85,6 +86,22 @@ class JobRecord(models.Model):
                 name="jobrecord_replay_of",
                 condition=Q(replay_of__isnull=False),
             ),
+            # /metrics (app/metrics.py) reads these two at every scrape, the alert check the
+            # second. The first gets one entry per job, when it ends (a started record has no
+            # finished_at yet): what lets a scrape count the jobs that ended lately without
+            # reading all records. The second holds only jobs waiting in a queue: the web
+            # request that enqueues writes it, a worker's start leaves it (make bench:
+            # ``tracked_drain_ratio_vs_bare``).
+            models.Index(
+                fields=["finished_at"],
+                name="jobrecord_finished_at",
+                condition=Q(finished_at__isnull=False),
+            ),
+            models.Index(
+                fields=["queue", "enqueued_at"],
+                name="jobrecord_queued",
+                condition=Q(status="queued"),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -133,3 +150,140 @@ class EffectClaim(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class RateSlot(models.Model):
+    """When the next unit of a shared rate limit may start (app/ratelimit.py)."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    #: Unix time, in seconds, of the next free slot.
+    next_at = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"{self.key}: next at {self.next_at:.3f}"
+
+
+class BatchMemberState(models.TextChoices):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Batch(models.Model):
+    """Jobs started together, and the callback job enqueued once all of them ended
+    (app/batches.py)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    callback = models.CharField(max_length=200)  # a task name
+    callback_kwargs = models.JSONField(default=dict)
+    size = models.PositiveIntegerField()
+    #: Members not ended yet; the member whose end brings it to 0 enqueues the callback.
+    remaining = models.PositiveIntegerField()
+    callback_job_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"batch {self.id}: {self.size - self.remaining} of {self.size} ended"
+
+
+class BatchMember(models.Model):
+    """One job of a batch; its id is the job's (Celery task) id."""
+
+    job_id = models.UUIDField(primary_key=True)
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="members")
+    state = models.CharField(
+        max_length=10, choices=BatchMemberState.choices, default=BatchMemberState.PENDING
+    )
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.state}"
+
+
+class ScheduleSync(models.Model):
+    """What ``manage.py sync_schedule`` last wrote to one periodic task of the code: a row that
+    no longer matches it was edited in the admin (kept), a code entry that no longer matches it
+    changed in the code (applied)."""
+
+    name = models.CharField(max_length=200, primary_key=True)  # PeriodicTask.name
+    #: SHA-256 of the row's schedule fields as last written or accepted by the sync.
+    written = models.CharField(max_length=64)
+    synced_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobTally(models.Model):
+    """How the tracked jobs of one task and queue that ended before ``JobTallyMark.folded_before``
+    came out: the part of /metrics' job counters that must outlive the records (app/metrics.py).
+
+    The counters are computed at scrape time, from records, and records are pruned: without
+    this, pruning would make a counter go down, which Prometheus reads as a restart.
+    """
+
+    task_name = models.CharField(max_length=200)
+    queue = models.CharField(max_length=100)
+    succeeded = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveBigIntegerField(default=0)  # failed or dead
+    cancelled = models.PositiveBigIntegerField(default=0)
+    #: Attempts beyond the first, of jobs that ended.
+    retried = models.PositiveBigIntegerField(default=0)
+    #: Run time of the succeeded jobs' last attempt: how many, their sum in seconds, and per
+    #: bucket upper bound (``repr`` of app.metrics.RUNTIME_BUCKETS) how many took at most that.
+    runtime_count = models.PositiveBigIntegerField(default=0)
+    runtime_sum = models.FloatField(default=0.0)
+    runtime_buckets = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task_name", "queue"], name="jobtally_task_queue")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} on {self.queue}: {self.succeeded} succeeded, {self.failed} failed"
+
+
+class JobTallyMark(models.Model):
+    """One row: the records that ended before ``folded_before`` are counted in ``JobTally``;
+    the ones that ended since are counted from the records at each scrape."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    folded_before = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"job records tallied up to {self.folded_before.isoformat()}"
+
+
+class AlertState(models.Model):
+    """One condition the alert check watches (app/alerts.py): whether it fires, since when, and
+    what it measured last. In the database, not in a worker's memory, so that a check notifies
+    on a change only, whichever worker runs it and however often workers restart."""
+
+    #: "failure_rate", "failure_rate:<task>", "dead_letters:<queue>", "queue_age:<queue>", "outbox"
+    key = models.CharField(max_length=300, primary_key=True)
+    firing = models.BooleanField(default=False)
+    #: When it started firing (kept after it resolves: the last episode's start).
+    since = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    summary = models.CharField(max_length=500, blank=True)
+    #: What the last check measured; a dead-letter queue's depth and when it last grew.
+    figures = models.JSONField(default=dict)
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.key}: {'firing' if self.firing else 'ok'}"
+
+
+class BeatLease(models.Model):
+    """Which beat may send, on databases without advisory locks (app/beat.py's LeaseLock)."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    holder = models.CharField(max_length=200, blank=True)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder or 'nobody'} until {self.expires_at}"

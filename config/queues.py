@@ -19,6 +19,7 @@ from kombu import Exchange, Queue
 QUEUES: dict[str, str] = {
     "default": "small, quick jobs with no queue of their own",
     "email": "email and notifications: I/O bound, must not wait behind bulk work",
+    "email_bulk": "bulk email batches: hours at a provider's rate, apart from single emails",
     "api": "calls to remote APIs and webhooks: I/O bound, often slow or flaky",
     "exports": "CSV/XLSX exports: CPU and database heavy, long running",
     "images": "image resizing and conversion: CPU bound",
@@ -27,9 +28,13 @@ QUEUES: dict[str, str] = {
 #: Task name pattern -> queue. The first match wins; anything else goes to ``default``.
 #: A task can still pick its own queue with ``@shared_task(queue=...)``.
 ROUTES: dict[str, str] = {
+    # The alert check watches how long jobs wait in default: it must not wait behind them.
+    "tasks.maintenance.check_alerts": "email",
+    "tasks.email.bulk": "email_bulk",
+    "tasks.email.send_batch": "email_bulk",
     "tasks.email.*": "email",
     "tasks.notifications.*": "email",
-    "tasks.api_sync.*": "api",
+    "tasks.syncs.*": "api",
     "tasks.webhooks.*": "api",
     "tasks.exports.*": "exports",
     "tasks.images.*": "images",

@@ -2,11 +2,13 @@
 
 ``manage.py sync_schedule`` copies them all into django-celery-beat's tables.
 
-Entries are created when missing and otherwise left alone, so a schedule edited in the admin
-survives deploys; ``sync_schedule --reset`` puts these defaults back. Beat reads the database.
+A missing entry is created; a changed one is applied unless the schedule was edited in the
+admin, which is kept (``sync_schedule --reset`` puts these back); one removed from here ends
+disabled. Beat reads the database.
 
 Each entry: name -> {"task": dotted task name, "crontab": crontab fields or "every": seconds,
-"kwargs": JSON-serialisable dict, optional "queue"}. Crontab fields are those of
+"kwargs": JSON-serialisable dict, optional "queue", optional "expires": seconds a message may
+wait, by default until the next run is due}. Crontab fields are those of
 django-celery-beat's CrontabSchedule (minute, hour, day_of_week, day_of_month, month_of_year,
 timezone); a field left out means "*", and the time zone CELERY_TIMEZONE.
 """
@@ -23,6 +25,11 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         # Publishes jobs whose publish after commit failed because the broker was down.
         "task": "tasks.maintenance.relay_outbox",
         "every": 30,
+    },
+    "jobs: check alerts": {
+        # Failure rates, dead-letter queues, waiting jobs, the outbox: app/alerts.py.
+        "task": "tasks.maintenance.check_alerts",
+        "every": 60,
     },
     "jobs: prune old records": {
         "task": "tasks.maintenance.prune_jobs",

@@ -8,6 +8,8 @@ variables. SQLite is used when ``DATABASE_URL`` is unset, so ``manage.py`` works
 from __future__ import annotations
 
 import os
+import re
+from email.utils import getaddresses
 from pathlib import Path
 
 import dj_database_url
@@ -15,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
 from config import families, queues
-from config.logging import logging_config
+from config.logging import LOG_FORMATS, logging_config, logging_setup
 from config.sentry import init_sentry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -45,6 +47,14 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name) or str(default)
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
@@ -53,8 +63,19 @@ def env_list(name: str, default: str) -> list[str]:
 DEBUG = env_bool("DJANGO_DEBUG", False)
 # The fallback key starts with "django-insecure-", so `check --deploy` flags it (security.W009).
 SECRET_KEY = env("DJANGO_SECRET_KEY", "django-insecure-local-development-only")
+# Rotating the key: the old one moves here (comma-separated) and still verifies what it signed
+# (sessions, password-reset and download links) until it is dropped; nothing is signed with it.
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", "")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+# Where users reach the web app: scheme and host (and port), no path. Links made outside a
+# request (a worker mailing a download link, app/downloads.py) start with it; a request's own
+# Host header is never used for them. Set it in production: the default links to localhost.
+SITE_URL = env("SITE_URL", "http://localhost:8000").rstrip("/")
+if not re.fullmatch(r"https?://[^/?#@\s]+", SITE_URL):
+    raise ImproperlyConfigured(
+        f"SITE_URL={SITE_URL!r} is not a scheme and host, e.g. https://example.com"
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -150,6 +171,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Uploaded and generated files (exports, images, email attachments): Django's default storage.
+# S3-compatible storage is a django-storages setting change (README, "Files").
+MEDIA_ROOT = Path(env("MEDIA_ROOT") or BASE_DIR / "media")
+MEDIA_URL = "media/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -158,7 +183,9 @@ STORAGES = {
 # Production hardening; `manage.py check --deploy` is clean when DJANGO_DEBUG is off and a real
 # DJANGO_SECRET_KEY is set. Behind a TLS-terminating proxy, set DJANGO_SECURE_PROXY_SSL_HEADER=1.
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+# Load balancers probe over plain HTTP; Prometheus scrapes a process directly on the private
+# network (README, "Metrics"), with its token.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 60 * 60 * 24 * 365)
@@ -226,16 +253,110 @@ CELERY_TASK_DEFAULT_EXCHANGE = queues.TASK_EXCHANGE.name
 CELERY_TASK_DEFAULT_ROUTING_KEY = queues.DEFAULT_QUEUE
 # A route to a queue missing from config/queues.py is a mistake, not a queue to invent.
 CELERY_TASK_CREATE_MISSING_QUEUES = False
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler, with a lock so that one beat sends and a second one
+# stands by, and crontabs that follow daylight-saving changes (app/beat.py; README "Run two
+# beats safely").
+CELERY_BEAT_SCHEDULER = "app.beat:BeatScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- Jobs (app/) -------------------------------------------------------------------------------
 # Job records, sent outbox rows and effect claims older than this are pruned by a periodic job.
 JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)
 
+# --- Metrics (app/metrics.py, GET /metrics) ---------------------------------------------------
+# The bearer token Prometheus sends. Unset: /metrics answers 404 (app/views/metrics.py).
+METRICS_TOKEN = env("METRICS_TOKEN")
+if METRICS_TOKEN and not re.fullmatch(r"[A-Za-z0-9._~+/-]{32,}=*", METRICS_TOKEN):
+    # RFC 6750's token characters; 32 of them: a short token is guessed, one a header cannot
+    # carry as it is never matches.
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN must be 32 or more letters, digits or -._~+/ (e.g. the output of "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
+
+# --- Periodic jobs (django-celery-beat; app/periodic.py) --------------------------------------
+# Tasks the admin may schedule besides those the code schedules (config/schedule.py, each
+# family's SCHEDULE): comma-separated task names. The admin checks every one's arguments.
+SCHEDULABLE_TASKS = env_list("SCHEDULABLE_TASKS", "")
+
+# --- Alerts (app/alerts.py; README, "What to watch") ----------------------------------------------
+# Who gets alert emails (Django's mail_admins): "Ops <ops@example.com>, oncall@example.com".
+ADMINS = [(name, address) for name, address in getaddresses([env("DJANGO_ADMINS")]) if address]
+if any("@" not in address for _, address in ADMINS):
+    raise ImproperlyConfigured(
+        f"DJANGO_ADMINS={env('DJANGO_ADMINS')!r} is not a list of email addresses, e.g. "
+        "'Ops <ops@example.com>, oncall@example.com'"
+    )
+# The failure rates look at jobs enqueued this many seconds back, which have ended since.
+ALERTS_WINDOW = env_int("ALERTS_WINDOW", 15 * 60)
+# Percent of those jobs (per task, and all together) that failed or died, above which it alerts...
+ALERTS_FAILURE_RATE = env_float("ALERTS_FAILURE_RATE", 5.0)
+# ...once at least this many of them ended: two failures of a job that runs three times an hour
+# are worth a look, not a page.
+ALERTS_MIN_JOBS = env_int("ALERTS_MIN_JOBS", 20)
+# Messages a <queue>.dead may gain between two checks without an alert (0: any growth alerts).
+ALERTS_DEAD_LETTER_GROWTH = env_int("ALERTS_DEAD_LETTER_GROWTH", 0)
+# Seconds the oldest queued job of a queue may have waited, and the oldest unsent outbox row.
+ALERTS_QUEUE_AGE = env_int("ALERTS_QUEUE_AGE", 10 * 60)
+ALERTS_OUTBOX_AGE = env_int("ALERTS_OUTBOX_AGE", 5 * 60)
+# Alerts are POSTed as JSON here too when set (through app/urlguard.py: a URL inside your own
+# network needs OUTGOING_ALLOWED_NETWORKS). Seconds the whole POST may take.
+ALERTS_WEBHOOK_URL = env("ALERTS_WEBHOOK_URL")
+ALERTS_WEBHOOK_TIMEOUT = env_int("ALERTS_WEBHOOK_TIMEOUT", 5)
+
+# --- Download links (app/downloads.py) ------------------------------------------------------------
+# Seconds a download link opens for when its maker gives no expiry of its own
+# (download_expiry_default): a week, enough for an email read on Monday about Friday's export.
+DOWNLOAD_LINK_MAX_AGE = env_int("DOWNLOAD_LINK_MAX_AGE", 7 * 24 * 60 * 60)
+
+# --- Email (Django's backend; tasks/email sends through it) -----------------------------------
+# SMTP by default. An email service provider through django-anymail is a settings change only
+# (README, "Email"). EMAIL_URL-style settings stay Django's own names.
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # implicit TLS (port 465)
+# The I/O worker's threads pool enforces no time limit: every SMTP wait is bounded here.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+SERVER_EMAIL = env("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
+
+# --- Outgoing requests to user-supplied URLs (app/urlguard.py) --------------------------------
+# Networks that outgoing requests may reach although they are not public (loopback, private...):
+# empty in production. Tests and a local development stand-in set e.g. "127.0.0.1/32".
+OUTGOING_ALLOWED_NETWORKS = env_list("OUTGOING_ALLOWED_NETWORKS", "")
+
+# --- Notifications (tasks/notifications; its conf.py holds the defaults) ----------------------
+# SMS go through Twilio when TWILIO_ACCOUNT_SID is set; otherwise they are logged (console).
+TWILIO_ACCOUNT_SID = env("TWILIO_ACCOUNT_SID")
+TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN")
+TWILIO_FROM = env("TWILIO_FROM")  # a Twilio number in E.164, or an alphanumeric sender id
+TWILIO_MESSAGING_SERVICE_SID = env("TWILIO_MESSAGING_SERVICE_SID")  # used instead of TWILIO_FROM
+TWILIO_API_BASE = env("TWILIO_API_BASE")  # empty: https://api.twilio.com (tests: a local server)
+# A provider class per channel (dotted path); empty: the family's default for that channel.
+NOTIFICATIONS_PROVIDERS = {
+    channel: path
+    for channel, path in {
+        "sms": env("NOTIFICATIONS_SMS_PROVIDER"),
+        "push": env("NOTIFICATIONS_PUSH_PROVIDER"),
+    }.items()
+    if path
+}
+# The I/O worker's threads pool enforces no time limit: every provider call is bounded here.
+NOTIFICATIONS_HTTP_TIMEOUT = env_int("NOTIFICATIONS_HTTP_TIMEOUT", 10)
+
 # --- Logging and errors -------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
-LOGGING = logging_config(level=LOG_LEVEL)
+# json: one JSON object per line, for a log collector; console: aligned key=value lines, for a
+# terminal. Web, workers and beat alike (config/logging.py).
+LOG_FORMAT = env("LOG_FORMAT", "console" if DEBUG else "json")
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use one of {', '.join(LOG_FORMATS)}")
+LOGGING = logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT)
+logging_setup()
 
 SENTRY_DSN = env("SENTRY_DSN")
 init_sentry(

@@ -21,7 +21,9 @@ for name, module in families.api_modules().items():  # tasks/<name>/api.py -> /a
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics, name="metrics"),  # app/views/metrics.py: METRICS_TOKEN
     path("jobs/", views.jobs_page, name="jobs"),
+    path("downloads/<str:token>/", views.download, name="download"),  # app/downloads.py
     path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]

@@ -12,10 +12,21 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 from pytest_django.fixtures import Settings
+from pytest_django.live_server_helper import LiveServer
+from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests.browser import Screenshots, artifacts_dir, chromium
+from tests.sentry import SentryStandIn, sentry_stand_in
 from tests.support import ROOT, Broker, MakeRun, rabbitmqctl
+
+# Hypothesis' per-example deadline (200 ms) measures the machine's load as much as the code: a
+# property test of pure functions failed it at 366 ms on a loaded 2-core CI machine. Tests that
+# care about time bound it themselves.
+hypothesis.settings.register_profile("project", deadline=None)
+hypothesis.settings.load_profile("project")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,3 +103,53 @@ def make_run(fresh_copy: Path) -> Iterator[MakeRun]:
         stack.stop()
         for log in stack.logs:
             print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-10000:]}")
+
+
+@pytest.fixture
+def media(settings: Settings, tmp_path: Path) -> Path:
+    """An empty default storage of this test's own (MEDIA_ROOT): uploads, attachments."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = str(root)
+    return root
+
+
+@pytest.fixture
+def sentry() -> Iterator[SentryStandIn]:
+    """A local Sentry stand-in (tests/sentry.py); point processes at it with ``sentry.dsn``."""
+    with sentry_stand_in() as server:
+        yield server
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """Debian's headless Chromium (tests/browser.py): skips where it is missing, unless
+    REQUIRE_CHROMIUM=1 (CI) makes that a failure."""
+    with chromium(tmp_path / "chromium-profile") as driver:
+        yield driver
+
+
+@pytest.fixture
+def screenshots(browser: WebDriver, request: pytest.FixtureRequest) -> Screenshots:
+    """``screenshots("name")`` saves the page into test-artifacts/<test>/ and prints the path."""
+    return Screenshots(browser, artifacts_dir(request.node.nodeid))
+
+
+@pytest.fixture
+def live_site(settings: Settings, transactional_db: None) -> Iterator[LiveServer]:
+    """The web app in a thread of this process (pytest-django's live server), on the test
+    database, served over plain HTTP as `make run` does.
+
+    Started here, after the settings below, rather than with pytest-django's ``live_server``:
+    that one lives for the whole session, so its middleware would keep the settings of whenever
+    it started, and with DEBUG off SecurityMiddleware redirects to HTTPS.
+    """
+    settings.SECURE_SSL_REDIRECT = False
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
+    settings.DEBUG = True  # static files without collectstatic
+    server = LiveServer("localhost")
+    server._live_server_modified_settings.enable()
+    yield server
+    server.stop()
+    server._live_server_modified_settings.disable()

@@ -6,18 +6,22 @@ Workers started by the tests import this module with ``--include tests.jobs``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Task, chain, shared_task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 
+from app.enqueue import job_enqueue
 from app.errors import PermanentError, TransientError
 from app.idempotency import effect_claim
 from app.progress import progress
+
+logger = logging.getLogger(__name__)
 
 
 def note(path: str, event: str, task: Task, **extra: Any) -> None:
@@ -46,6 +50,14 @@ def images_probe(self: Task, path: str) -> None:
     note(path, "done", self)
 
 
+# A batch's callback (app/batches.py) on the images queue, for tests/images/.
+@shared_task(bind=True, tracked=True, name="tasks.images.batch_probe_for_tests")
+def images_batch_probe(
+    self: Task, path: str, batch_id: str, succeeded: list[str], failed: list[str]
+) -> None:
+    note(path, "batch ended", self, batch_id=batch_id, succeeded=succeeded, failed=failed)
+
+
 # No jitter, so the delays are exactly 1 s, 2 s, 4 s... and the test can check they grow.
 @shared_task(bind=True, retry_jitter=False, max_retries=3)
 def flaky(self: Task, path: str, failures: int) -> None:
@@ -59,6 +71,36 @@ def flaky(self: Task, path: str, failures: int) -> None:
 def always_transient(self: Task, path: str) -> None:
     note(path, "start", self)
     raise TransientError("the remote end is still down")
+
+
+# Retried twice, then dead: jitter off, so 1 s then 2 s.
+@shared_task(bind=True, retry_jitter=False, max_retries=2)
+def transient_until_dead(self: Task, path: str) -> None:
+    note(path, "start", self)
+    raise TransientError("the remote end is down for good")
+
+
+@shared_task(bind=True, retry_jitter=False, max_retries=3)
+def chatty(self: Task, path: str, failures: int) -> None:
+    """Logs a line on each attempt, fails the first ``failures``, then enqueues children:
+    through job_enqueue, through plain delay(), and a chain of two (the worker sends the second
+    when the first has run)."""
+    logger.info("chatty attempt %s", self.request.retries + 1)
+    note(path, "start", self)
+    if self.request.retries < failures:
+        raise TransientError(f"attempt {self.request.retries + 1} fails")
+    with transaction.atomic():
+        job_enqueue(chatty_child, args=[path, "job_enqueue"])
+    chatty_child.delay(path, "delay")
+    chain(chatty_child.si(path, "chain"), chatty_child.si(path, "chain, second")).delay()
+    note(path, "done", self)
+
+
+@shared_task(bind=True)
+def chatty_child(self: Task, path: str, via: str) -> None:
+    logger.info("child enqueued by %s", via)
+    print(f"a print() from the child enqueued by {via}")
+    note(path, "child", self, via=via)
 
 
 @shared_task(bind=True)
@@ -89,6 +131,15 @@ def tracked_record(self: Task, path: str, sleep: float = 0.0) -> dict[str, int]:
     time.sleep(sleep)
     note(path, "done", self)
     return {"slept": int(sleep)}
+
+
+# Tracked, no jitter: retried after 1 s, then 2 s...
+@shared_task(bind=True, tracked=True, retry_jitter=False, max_retries=3)
+def tracked_flaky(self: Task, path: str, failures: int) -> None:
+    note(path, "start", self)
+    if self.request.retries < failures:
+        raise TransientError(f"attempt {self.request.retries + 1} fails")
+    note(path, "done", self)
 
 
 @shared_task(bind=True, tracked=True)
@@ -152,3 +203,30 @@ def accept_anything_tracked(self: Task, *args: Any, **kwargs: Any) -> None:
 @shared_task
 def noop() -> None:
     """Does nothing, quickly: for tests of what surrounds every task (events, acks)."""
+
+
+@shared_task(bind=True)
+def fails_with_personal_data(self: Task, path: str, email: str) -> None:
+    """Fails for good, holding a personal detail in its arguments and locals (an address)."""
+    recipient = email.upper()
+    note(path, "start", self)
+    raise PermanentError(f"no mailbox for recipient #{len(recipient)}")
+
+
+@shared_task(bind=True, tracked=True)
+def dies_after_its_end(self: Task, path: str) -> None:
+    """Runs; the first time, its process is then SIGKILLed after its end was committed (its
+    record, a batch member's count and callback) and before the message was acknowledged."""
+    note(path, "start", self)
+
+
+@signals.task_postrun.connect
+def _die_after_the_end(sender: Task | None = None, kwargs: Any = None, **extra: Any) -> None:
+    """task_postrun is sent after the base task's on_success (the final write, in which a batch
+    member ends) and before the worker acknowledges the message."""
+    if sender is None or sender.name != "tests.jobs.dies_after_its_end":
+        return
+    marker = f"{kwargs['path']}.killed"
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)

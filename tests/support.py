@@ -22,6 +22,7 @@ from django.db import connection
 from kombu import Connection
 from kombu.message import Message
 
+from app.models import FINAL_STATUSES, JobRecord
 from config import queues
 from config.celery import app as celery_app
 
@@ -39,6 +40,15 @@ def wait_for(check: Callable[[], T | None], *, timeout: float = 20.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def job_ended(job_id: str, timeout: float = 60) -> JobRecord:
+    """The job's record once it has a final status (app.models.FINAL_STATUSES)."""
+    return wait_for(
+        lambda: JobRecord.objects.filter(id=job_id, status__in=FINAL_STATUSES).first(),
+        timeout=timeout,
+        what=f"job {job_id} to end",
+    )
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -182,11 +192,88 @@ def running_worker(
         worker.stop()
 
 
+@contextmanager
+def running_beat(
+    *, log_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``celery beat`` on django-celery-beat's tables with CELERY_BEAT_SCHEDULER, as bin/beat
+    runs it (alone, it takes the beat lock at its first tick)."""
+    log = log_dir / "beat.log"
+    process_env = {
+        **os.environ,
+        "CELERY_BROKER_URL": celery_app.conf.broker_url,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        **(env or {}),
+    }
+    with log.open("wb") as out:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "--pidfile=",
+             "--schedule", str(log_dir / "beat-schedule"), "--loglevel", "INFO"],
+            cwd=ROOT, env=process_env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield beat
+    except BaseException:
+        print(f"--- beat log ---\n{log.read_text(errors='replace')[-20000:]}")
+        raise
+    finally:
+        beat.terminate()
+        try:
+            beat.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(beat.pid, signal.SIGKILL)
+            beat.wait(10)
+
+
+def pool_pids(worker: Worker) -> list[str]:
+    """The worker's pool processes (the children of its main process)."""
+    pid = worker.process.pid
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def peak_rss_mb(worker: Worker) -> float:
+    """The largest peak resident memory (VmHWM) of the worker's pool processes."""
+    peaks = []
+    for child in pool_pids(worker):
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks)
+
+
+def peak_rss_reset(worker: Worker) -> None:
+    """Start the pool processes' peaks over from their present size (Linux: ``5`` into
+    clear_refs), so that the next ``peak_rss_mb`` is the peak of what they do next."""
+    for child in pool_pids(worker):
+        Path(f"/proc/{child}/clear_refs").write_text("5")
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The lines test jobs appended to ``path`` (see tests/jobs.py)."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def json_lines(output: str, *, what: str = "log") -> list[dict[str, Any]]:
+    """Every line of a process's output in production mode (JSON logs), each one JSON object;
+    fails naming the first line that is not."""
+    lines = output.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the end of the last line
+    parsed = []
+    for number, line in enumerate(lines, 1):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise AssertionError(f"{what} line {number} is not a JSON object: {line!r}")
+        parsed.append(value)
+    return parsed
 
 
 class TcpProxy:
@@ -314,6 +401,101 @@ def running_web(*, log_dir: Path, env: dict[str, str] | None = None) -> Iterator
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+
+
+class Flower:
+    """A real ``bin/flower`` process, as the Procfile runs it, with a login of its own."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], url: str, login: tuple[str, str], log: Path
+    ) -> None:
+        self.process = process
+        self.url = url  # with the URL prefix, when there is one
+        self.login = login
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def get(
+        self,
+        path: str,
+        *,
+        login: bool = True,
+        auth: tuple[str, str] | None = None,
+        base: str | None = None,
+    ) -> httpx.Response:
+        """GET ``path`` under Flower's URL (or ``base``) with its login, or ``auth``, or none."""
+        credentials = auth or (self.login if login else None)
+        return httpx.get((base or self.url) + path, auth=credentials, timeout=10)
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """Flower's tasks (its ``/api/tasks``), by task id."""
+        response = self.get("/api/tasks")
+        response.raise_for_status()
+        tasks: dict[str, dict[str, Any]] = response.json()
+        return tasks
+
+    def sees_worker(self, hostname: str) -> bool:
+        """Whether Flower has had events from ``hostname``: its heartbeats set
+        ``flower_worker_online``. Proves Flower's event receiver is listening."""
+        line = f'flower_worker_online{{worker="{hostname}"}} 1.0'
+        return line in self.get("/metrics").text
+
+    def stop(self) -> None:
+        """SIGTERM, as honcho, Docker and systemd stop it: Flower saves its state on the way out."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+@contextmanager
+def running_flower(*, log_dir: Path, env: dict[str, str] | None = None) -> Iterator[Flower]:
+    """Start ``bin/flower`` on the test vhost, its state file in ``log_dir/flower/`` (unless
+    ``env`` sets FLOWER_DB), and wait for it to answer. FLOWER_* variables of the calling shell
+    are left out: a developer's URL prefix or login must not change what the test sees."""
+    port = free_port()
+    login = ("admin", uuid.uuid4().hex)
+    process_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")},
+        # bin/flower runs `celery`: this interpreter's, also when the venv is not activated.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CELERY_BROKER_URL": celery_app.conf.broker_url,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "FLOWER_PORT": str(port),
+        "FLOWER_BASIC_AUTH": ":".join(login),
+        "FLOWER_DB": str(log_dir / "flower" / "flower.db"),
+        **(env or {}),
+    }
+    prefix = process_env.get("FLOWER_URL_PREFIX", "").strip("/")
+    url = f"http://127.0.0.1:{port}" + (f"/{prefix}" if prefix else "")
+    log = log_dir / f"flower-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(ROOT / "bin" / "flower")], cwd=ROOT, env=process_env, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    flower = Flower(process, url, login, log)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"bin/flower exited at start:\n{flower.output()}")
+        response = get(f"{url}/healthcheck")
+        return response is not None and response.status_code == 200
+
+    try:
+        wait_for(answers, timeout=90, what="bin/flower to answer /healthcheck")
+        yield flower
+    except BaseException:
+        print(f"--- flower log {log} ---\n{flower.output()[-20000:]}")
+        raise
+    finally:
+        flower.stop()
 
 
 def get(url: str, **kwargs: object) -> httpx.Response | None:

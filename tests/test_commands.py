@@ -8,16 +8,24 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_beat.models import (
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTasks,
+)
+from django_celery_beat.schedulers import ModelEntry
 
 from app.management.commands.sync_schedule import schedule_fields
 from config import schedule
 from config.celery import app as celery_app
 from config.schedule import schedule_all
-from tests.support import ROOT, database_url, wait_for
+from tests import jobs  # noqa: F401  (registers tests.jobs.noop, the entries' task)
+from tests.support import ROOT, running_beat, wait_for
 
 
 @pytest.fixture
@@ -134,15 +142,21 @@ def test_newtask_refuses_a_family_name_that_is_taken(name: str) -> None:
 def test_sync_schedule_disables_the_periodic_jobs_of_a_deleted_family(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    call_command("sync_schedule")  # the code's rows are there: the next sync writes only the orphan
     gone = PeriodicTask.objects.create(
         name="invoices: nightly",
         task="tasks.invoices.gone",
         interval=IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS),
     )
+    created = PeriodicTasks.last_change()
     call_command("sync_schedule")
     gone.refresh_from_db()
     assert not gone.enabled
     assert "invoices: nightly: disabled (its task is not registered)" in capsys.readouterr().out
+    # A bulk update sends no signal: the command marks the schedule changed, so a running beat
+    # reloads it and stops sending the orphan.
+    changed = PeriodicTasks.last_change()
+    assert created is not None and changed is not None and changed > created
     assert PeriodicTask.objects.filter(enabled=True).count() == len(schedule_all())
 
 
@@ -159,33 +173,16 @@ def test_sync_schedule_runs_again_after_beat_added_its_own_entries(
     """The second `make run`: sync, beat writes its crontab for celery.backend_cleanup
     (minute 0, hour 4), sync again."""
     call_command("sync_schedule")
-    log = tmp_path / "beat.log"
-    env = {
-        **os.environ,
-        "CELERY_BROKER_URL": celery_app.conf.broker_url,
-        "DATABASE_URL": database_url(),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-    }
-    with log.open("wb") as out:
-        beat = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "beat", "--pidfile=",
-             "--schedule", str(tmp_path / "beat-schedule"),
-             "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
+    with running_beat(log_dir=tmp_path) as beat:
         wait_for(
             lambda: (
                 beat.poll() is not None
                 or PeriodicTask.objects.filter(name="celery.backend_cleanup").exists()
             ),
             timeout=60,
-            what=f"beat to write its cleanup entry (its log: {log})",
+            what="beat to write its cleanup entry",
         )
-        assert beat.poll() is None, log.read_text()
-    finally:
-        beat.terminate()
-        beat.wait(30)
+        assert beat.poll() is None, (tmp_path / "beat.log").read_text()
     call_command("sync_schedule")
     assert hourly_hello().hour == "*"
     cleanup = PeriodicTask.objects.get(name="celery.backend_cleanup").crontab
@@ -213,3 +210,102 @@ def test_preflight_says_how_to_start_rabbitmq_when_it_is_down() -> None:
 def test_preflight_passes_when_everything_answers(capsys: pytest.CaptureFixture[str]) -> None:
     call_command("preflight")
     assert "reachable" in capsys.readouterr().out
+
+
+def periodic_rows() -> list[tuple[object, ...]]:
+    fields = ("name", "task", "kwargs", "queue", "enabled", "expire_seconds", "crontab_id",
+              "interval_id")  # fmt: skip
+    return list(PeriodicTask.objects.order_by("name").values_list(*fields))
+
+
+@pytest.mark.django_db
+def test_sync_schedule_three_times_leaves_the_same_rows(
+    hourly: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    call_command("sync_schedule")
+    first = (periodic_rows(), CrontabSchedule.objects.count(), IntervalSchedule.objects.count())
+    capsys.readouterr()
+    for _ in range(2):
+        call_command("sync_schedule")
+        again = (periodic_rows(), CrontabSchedule.objects.count(), IntervalSchedule.objects.count())
+        assert again == first
+    out = capsys.readouterr().out
+    assert f"{HOURLY}: up to date" in out and "created" not in out
+
+
+@pytest.mark.django_db
+def test_sync_schedule_applies_a_code_change_to_an_unedited_schedule(
+    hourly: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    call_command("sync_schedule")
+    changed = {"task": "tests.jobs.noop", "crontab": {"minute": "30"}, "kwargs": {"name": "new"}}
+    monkeypatch.setitem(schedule.SCHEDULE, HOURLY, changed)
+    call_command("sync_schedule")
+    task = PeriodicTask.objects.get(name=HOURLY)
+    assert (hourly_hello().minute, task.kwargs) == ("30", '{"name": "new"}')
+    assert f"{HOURLY}: updated (the code changed)" in capsys.readouterr().out
+
+
+@pytest.mark.django_db
+def test_sync_schedule_keeps_an_admin_edit_when_the_code_changes_too(
+    hourly: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    call_command("sync_schedule")
+    task = PeriodicTask.objects.get(name=HOURLY)
+    task.crontab = CrontabSchedule.objects.create(minute="45", hour="6")  # the operator's hour
+    task.save()
+    changed = {"task": "tests.jobs.noop", "crontab": {"minute": "30"}, "kwargs": {"name": "beat"}}
+    monkeypatch.setitem(schedule.SCHEDULE, HOURLY, changed)
+    call_command("sync_schedule")
+    assert (hourly_hello().minute, hourly_hello().hour) == ("45", "6")
+    assert f"{HOURLY}: kept: edited in the admin" in capsys.readouterr().out
+    call_command("sync_schedule", "--reset")
+    assert (hourly_hello().minute, hourly_hello().hour) == ("30", "*")
+
+
+@pytest.mark.django_db
+def test_a_schedule_that_left_the_code_is_disabled_and_comes_back_with_it(
+    hourly: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    call_command("sync_schedule")
+    entry = schedule.SCHEDULE[HOURLY]
+    monkeypatch.delitem(schedule.SCHEDULE, HOURLY)
+    call_command("sync_schedule")
+    assert not PeriodicTask.objects.get(name=HOURLY).enabled
+    assert f"{HOURLY}: disabled (no longer in the code)" in capsys.readouterr().out
+    monkeypatch.setitem(schedule.SCHEDULE, HOURLY, entry)
+    call_command("sync_schedule")
+    assert PeriodicTask.objects.get(name=HOURLY).enabled
+
+
+@pytest.mark.django_db
+def test_a_schedule_made_in_the_admin_is_not_touched(hourly: None) -> None:
+    mine = PeriodicTask.objects.create(
+        name="ops: my own", task="tests.jobs.noop",
+        interval=IntervalSchedule.objects.create(every=5, period=IntervalSchedule.MINUTES),
+    )  # fmt: skip
+    call_command("sync_schedule")
+    mine.refresh_from_db()
+    assert mine.enabled and mine.expire_seconds is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("entry", "expires"),
+    [
+        ({"every": 30}, 30),
+        ({"crontab": {"minute": "0"}}, 3600),
+        ({"crontab": {"minute": "17", "hour": "3"}}, 86400),
+        ({"crontab": {"minute": "*/5"}, "expires": 60}, 60),
+    ],
+)
+def test_every_periodic_message_expires_when_the_next_run_is_due(
+    monkeypatch: pytest.MonkeyPatch, entry: dict[str, Any], expires: int
+) -> None:
+    """After an outage, a job due every minute runs once, not once per missed minute: the
+    messages beat sent meanwhile expire on the worker."""
+    monkeypatch.setitem(schedule.SCHEDULE, "test: expiring", {"task": "tests.jobs.noop", **entry})
+    call_command("sync_schedule")
+    task = PeriodicTask.objects.get(name="test: expiring")
+    assert task.expire_seconds == expires
+    assert ModelEntry(task, app=celery_app).options["expires"] == expires  # what beat sends

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests import jobs
-from tests.support import Broker, read_events, running_worker, wait_for
+from tests.support import Broker, json_lines, read_events, running_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +47,10 @@ def test_out_of_retries_ends_dead_and_is_not_retried_again(
     death = message.headers["x-death"][0]
     assert (death["reason"], death["queue"]) == ("rejected", "default")
     assert broker.depth("default") == 0
-    assert f"task_id={result.id}" in log
-    assert f"[{result.id}] dead-lettered to default.dead" in log
+    of_job = [line for line in json_lines(log) if line.get("task_id") == result.id]
+    assert {line["attempt"] for line in of_job if "attempt" in line} == {1, 2}
+    dead = [line for line in of_job if line["message"].endswith("dead-lettered to default.dead")]
+    assert [(line["attempt"], line["cause"]) for line in dead] == [(2, "exception")]
 
 
 def test_permanent_error_goes_dead_on_the_first_attempt(

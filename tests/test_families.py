@@ -117,7 +117,8 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(
     examples = os.environ.get("SCHEMATHESIS_EXAMPLES", "100")
     with running_web(log_dir=tmp_path) as web:
         result = subprocess.run(
-            [str(BIN / "schemathesis"), "run", f"{web.url}/api/openapi.json",
+            [str(BIN / "schemathesis"), "--config-file", str(ROOT / "tests/schemathesis.toml"),
+             "run", f"{web.url}/api/openapi.json",
              "--checks", "all", "--max-examples", examples, "--generation-deterministic",
              # A NUL character is refused on purpose (app/input.py: PostgreSQL cannot store it).
              "--generation-allow-x00", "false",

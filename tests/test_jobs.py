@@ -374,10 +374,14 @@ def test_the_request_correlation_id_reaches_the_record_and_the_worker_logs(
     assert response["X-Request-ID"] == "req-7f3a"
     job_id = enqueued[0]
     assert record(job_id).correlation_id == "req-7f3a"
-    with running_worker(log_dir=tmp_path) as worker:
+    # In development (DEBUG on: readable lines), `grep task_id=<id>` finds the job's lines.
+    with running_worker(log_dir=tmp_path, env={"DJANGO_DEBUG": "1"}) as worker:
         wait_for(lambda: status_is(job_id, JobStatus.SUCCEEDED), what="success")
         log = worker.output()
-    line = f"task_id={job_id} task=tests.jobs.tracked_record attempt=1 correlation_id=req-7f3a"
+    line = (
+        f"task_id={job_id} task=tests.jobs.tracked_record attempt=1 queue=default "
+        "correlation_id=req-7f3a"
+    )
     assert line in log, "\n".join(x for x in log.splitlines() if job_id in x)
     # A malformed incoming id is replaced, not trusted.
     response = middleware(RequestFactory().post("/", HTTP_X_REQUEST_ID="bad id\n"))

@@ -3,19 +3,16 @@ starts only with a DSN and then receives a failed job with its task context."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from config.celery import app as celery_app
 from tests import jobs
+from tests.sentry import SentryStandIn
 from tests.support import ROOT, Broker, running_worker, wait_for
 
 PRODUCTION_ENV = {
@@ -51,6 +48,13 @@ def test_a_malformed_boolean_setting_is_a_clear_error() -> None:
     assert "DJANGO_DEBUG='maybe' is not a boolean" in result.stderr
 
 
+def test_a_site_url_with_a_path_or_no_scheme_is_a_clear_error() -> None:
+    for value in ("example.com", "https://example.com/app"):
+        result = manage("check", env={"SITE_URL": value})
+        assert result.returncode != 0
+        assert f"SITE_URL={value!r} is not a scheme and host" in result.stderr
+
+
 def test_the_wire_is_json_only() -> None:
     assert celery_app.conf.accept_content == ["json"]
     assert celery_app.conf.task_serializer == "json"
@@ -67,42 +71,11 @@ def test_sentry_stays_off_without_a_dsn() -> None:
     assert result.stdout.strip() == "False", result.stderr
 
 
-class SentryStandIn(ThreadingHTTPServer):
-    """A local HTTP server that keeps the envelopes a Sentry SDK posts to it."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[str] = []
-        super().__init__(("127.0.0.1", 0), self.Handler)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            self.server.envelopes.append(body.decode(errors="replace"))  # type: ignore[attr-defined]
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-
-@pytest.fixture
-def sentry() -> Iterator[SentryStandIn]:
-    server = SentryStandIn()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-
-
 @pytest.mark.slow
 def test_a_failed_job_reaches_sentry_with_its_task_context(
     broker: Broker, events: Path, tmp_path: Path, sentry: SentryStandIn
 ) -> None:
-    dsn = f"http://public@127.0.0.1:{sentry.server_address[1]}/1"
-    with running_worker(log_dir=tmp_path, env={"SENTRY_DSN": dsn}):
+    with running_worker(log_dir=tmp_path, env={"SENTRY_DSN": sentry.dsn}):
         result = jobs.permanent.delay(str(events))
         envelope: str = wait_for(
             lambda: next((e for e in sentry.envelopes if "PermanentError" in e), None),

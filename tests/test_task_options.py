@@ -86,8 +86,9 @@ def worker_queues() -> dict[str, set[str]]:
         if not line.strip() or line.startswith("#"):
             continue
         process, command = line.split(":", 1)
-        script = (ROOT / shlex.split(command)[0]).read_text()
-        if " worker" not in script:
+        lines = (ROOT / shlex.split(command)[0]).read_text().splitlines()
+        script = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+        if " worker" not in script:  # the command, not a comment that mentions workers
             continue
         found = re.search(r"--queues[ =]+\"?([\w.,-]+)", script)
         assert found, f"{process}: a worker without --queues consumes only the default queue"

@@ -13,6 +13,8 @@ of its own, deleted afterwards, and the PostgreSQL ones a database of their own,
 - ``publisher``: a producer process (``python -m tests.bench.publisher``): publish rates.
 - ``producer``: a producer process on a database: enqueue latency, the outbox relay, fills.
 - ``workers``: the worker command lines (taken from ``bin/``) and their processes.
+- ``exports``: an export process (``python -m tests.bench.exports``): a bare COPY and the exports
+  family's writers over the probe table, and export_run's peak memory.
 - ``measure``: one publish, latency, relay or drain measurement.
 - ``scenarios``: THE list of scenarios; a new one is an entry there.
 - ``report``: the table and the JSON file.
@@ -24,5 +26,6 @@ about a third of its no-op throughput and would hide the rest), ``BENCH_ONLY`` (
 substrings of scenario keys to run; all when unset), ``BENCH_LATENCY_N`` (timed enqueues per
 latency scenario, 2000), ``BENCH_RELAY_N`` (pending outbox rows relayed, 10000),
 ``BENCH_DB_DRAIN_N`` (messages per untracked drain on PostgreSQL, 5000), ``BENCH_TRACKED_N``
-(messages per tracked drain, 5000: they drain two to three times slower).
+(messages per tracked drain, 5000: they drain two to three times slower), ``BENCH_EXPORT_ROWS``
+(rows of the probe table the export scenarios write, 1000000).
 """

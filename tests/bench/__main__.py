@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tests.bench import postgres, producer, report
+from tests.bench import exports, postgres, producer, report
 from tests.bench.measure import Measurement, Sample
-from tests.bench.scenarios import SCENARIOS, Scenario, Settings
+from tests.bench.scenarios import EXPORT_RSS_ROWS, SCENARIOS, Scenario, Settings
 from tests.bench.workers import ROOT
 
-RESULTS = ROOT / "bench-results.json"
+#: Where the figures go (BENCH_RESULTS: elsewhere, as the benchmark's own test does).
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench-results.json")
 
 METHOD = """\
 publish: one producer process, .delay() in a loop, JSON, ignore_result, N={publish_n} (the two
@@ -43,7 +44,36 @@ drain on PostgreSQL: N={db_drain_n} (tracked: {tracked_n}), the template's bin/w
   the record is made at start (sent by apply_async, as delay() does), or exists (the state
   job_enqueue leaves: queued records, messages published; reached in bulk, untimed). After the
   drain, N records must be succeeded (none for the untracked task). The JSON also has
-  <key>_db_connections_per_1k: connections the worker opened to the database while draining."""
+  <key>_db_connections_per_1k: connections the worker opened to the database while draining.
+  Scraped: the tracked drain while another process builds the /metrics page every second
+  (tests/bench/scraper.py; extras: scrapes, scrape_ms_median).
+email: N={smtp_n} messages (notice template, text and HTML) to an aiosmtpd server in its own
+  process that requires STARTTLS and AUTH; on a fresh PostgreSQL database; the send-rate limit
+  off. Per message: email_deliver N times (its claim, a connection each). Bulk: batch_send over
+  N recipients (one connection; per recipient one commit with its claim). Median of {repeat}.
+images: N={thumbnail_n} 400-pixel-wide JPEG thumbnails (quality 85) of four 12-megapixel
+  photo-like JPEGs, in one process (tests/bench/thumbnail.py), after one warm-up; plain Pillow
+  (open, Lanczos resize, save) vs the family's image_variants_make. ssim: the worst of the four
+  outputs against the full decode resized with Lanczos, uncompressed (1 = identical). peak_rss_mb:
+  the process's peak while making them. Median of {repeat} (draft2: 1 run).
+API sync: {sync_pages} pages of 100 contacts from a local JSON API (its own process, 20 ms per
+  request) into an empty table, on a fresh PostgreSQL database, rate limit off. Naive: a new
+  connection per request, update_or_create per record (a commit each). tasks.syncs: sync_run,
+  the pooled client, one transaction per page (upserts and checkpoint). Median of {repeat}.
+exports: the probe table of tests/exports/probe.py ({export_rows} rows: awkward text, numeric,
+  timestamptz, boolean, a NULL every 7th row), made by PostgreSQL on a fresh database, vacuumed
+  and read once (untimed), then written to a local file in one process (tests/bench/exports.py):
+  bare COPY ... TO STDOUT (FORMAT csv, HEADER) through psycopg's cursor.copy, each chunk written
+  as it comes (the baseline); writers.csv_copy (the family's COPY, neutralised); csv_write,
+  jsonl_write, xlsx_write over a server-side cursor. cpu = this process's CPU per row + db = the
+  PostgreSQL server's (others' included). Median of {repeat} runs (xlsx: 1); a COPY run keeps the
+  fastest of {export_passes} passes (a second or so each), and csv_copy's passes alternate with
+  bare ones: csv_copy_rows_ratio_vs_bare_same_process, a cross-check less exposed to other load
+  than the ratio of two scenarios' medians. csv_copy_rows_export_run_per_s: export_run as CSV,
+  the whole job (a count first, COPY, the file stored and recorded), in the same process.
+  export_rss: export_run as CSV in a process per size; peak RSS (VmHWM, started over before the
+  export) at {export_rss_rows[1]:,} rows
+  less at {export_rss_rows[0]:,}."""
 
 
 def settings_from_env() -> Settings:
@@ -56,6 +86,10 @@ def settings_from_env() -> Settings:
         relay_n=int(os.environ.get("BENCH_RELAY_N", "10000")),
         db_drain_n=int(os.environ.get("BENCH_DB_DRAIN_N", "5000")),
         tracked_n=int(os.environ.get("BENCH_TRACKED_N", "5000")),
+        smtp_n=int(os.environ.get("BENCH_SMTP_N", "500")),
+        thumbnail_n=int(os.environ.get("BENCH_THUMBNAIL_N", "24")),
+        sync_pages=int(os.environ.get("BENCH_SYNC_PAGES", "30")),
+        export_rows=int(os.environ.get("BENCH_EXPORT_ROWS", "1000000")),
     )
 
 
@@ -103,6 +137,9 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Celery takes CELERY_BROKER_URL from the environment over any broker given in code: one
+    # exported in the shell sent the bench's messages to that broker, not to each scenario's vhost.
+    os.environ.pop("CELERY_BROKER_URL", None)
     settings = settings_from_env()
     started = time.monotonic()
     busy = busy_cpus()
@@ -124,7 +161,14 @@ def main() -> None:
     print()
     print(report.format_ratios(figures))
     print()
-    print(METHOD.format(**vars(settings), warmup=producer.WARMUP))
+    print(
+        METHOD.format(
+            **vars(settings),
+            warmup=producer.WARMUP,
+            export_rss_rows=EXPORT_RSS_ROWS,
+            export_passes=exports.PASSES,
+        )
+    )
     print()
     print(report.notes(table))
     figures.update(
@@ -135,6 +179,12 @@ def main() -> None:
         relay_n=settings.relay_n,
         db_drain_n=settings.db_drain_n,
         tracked_drain_n=settings.tracked_n,
+        smtp_n=settings.smtp_n,
+        thumbnail_n=settings.thumbnail_n,
+        sync_pages=settings.sync_pages,
+        export_rows=settings.export_rows,
+        export_rss_small_rows=EXPORT_RSS_ROWS[0],
+        export_rss_large_rows=EXPORT_RSS_ROWS[1],
     )
     report.merge_json(RESULTS, figures)
     load = os.getloadavg()[0]

@@ -22,6 +22,7 @@ from kombu.utils.uuid import uuid
 
 from tests.bench import bare_app, postgres, probe, producer, publisher
 from tests.bench.rabbit import fresh_vhost, ready_count, total_count
+from tests.bench.scraper import scraping
 from tests.bench.workers import ROOT, running, tree_cpu_seconds
 
 
@@ -178,6 +179,101 @@ def relay(label: str, queue: str, n: int) -> Sample:
     )
 
 
+# --- email --------------------------------------------------------------------------------------
+
+
+def smtp(label: str, mode: str, n: int) -> Sample:
+    """``n`` emails (``tests.bench.smtp`` MODE) on a fresh database: messages per second."""
+    with postgres.fresh_database(label) as db:
+        command = [sys.executable, "-m", "tests.bench.smtp", mode, str(n)]
+        env = {**os.environ, "DATABASE_URL": db, "DJANGO_SETTINGS_MODULE": "config.settings"}
+        out = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        )
+        if out.returncode:
+            raise RuntimeError(f"smtp {mode} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        result = json.loads(out.stdout.splitlines()[-1].removeprefix("RESULT "))
+    return Sample(n / result["seconds"], {"ms_per_msg": round(result["seconds"] / n * 1e3, 2)})
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+def thumbnail(mode: str, n: int) -> Sample:
+    """``n`` thumbnails of 12-megapixel JPEGs (``tests.bench.thumbnail`` MODE): images per
+    second; extras ``peak_rss_mb`` and ``ssim`` (the worst of the outputs against a reference)."""
+    command = [sys.executable, "-m", "tests.bench.thumbnail", mode, str(n)]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if out.returncode:
+        raise RuntimeError(f"thumbnail {mode} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.splitlines()[-1].removeprefix("RESULT "))
+    extra = {"peak_rss_mb": round(result["peak_rss_mb"], 1), "ssim": round(result["ssim"], 4)}
+    return Sample(n / result["seconds"], extra)
+
+
+# --- API syncs ---------------------------------------------------------------------------------
+
+
+def sync(label: str, mode: str, pages: int) -> Sample:
+    """``pages`` pages (``tests.bench.sync`` MODE) on a fresh database: pages per second."""
+    with postgres.fresh_database(label) as db:
+        command = [sys.executable, "-m", "tests.bench.sync", mode, str(pages)]
+        env = {**os.environ, "DATABASE_URL": db, "DJANGO_SETTINGS_MODULE": "config.settings"}
+        out = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        )
+        if out.returncode:
+            raise RuntimeError(f"sync {mode} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        result = json.loads(out.stdout.splitlines()[-1].removeprefix("RESULT "))
+    seconds = result["seconds"]
+    return Sample(pages / seconds, {"ms_per_page": round(seconds / pages * 1e3, 1)})
+
+
+# --- exports -----------------------------------------------------------------------------------
+
+
+def run_exports(mode: str, rows: int) -> dict[str, float]:
+    """``python -m tests.bench.exports MODE ROWS`` on a fresh database; its RESULT."""
+    with postgres.fresh_database(f"export-{mode}") as db:
+        command = [sys.executable, "-m", "tests.bench.exports", mode, str(rows)]
+        env = {**os.environ, "DATABASE_URL": db, "DJANGO_SETTINGS_MODULE": "config.settings"}
+        out = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        )
+        if out.returncode:
+            raise RuntimeError(f"export {mode} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        result: dict[str, float] = json.loads(out.stdout.splitlines()[-1].removeprefix("RESULT "))
+    return result
+
+
+def export(mode: str, rows: int) -> Sample:
+    """One pass of export MODE (``tests.bench.exports``) over the ``rows``-row probe table: rows
+    per second; extras ``cpu_us_per_row`` (the exporting process's CPU), ``db_cpu_us_per_row``
+    (the PostgreSQL server's), ``bytes_per_row`` and, for ``csv-copy``, ``export_run_per_s``
+    (the whole job: count, COPY, storage) and the cross-check ``bare_copy_same_process_per_s``,
+    ``ratio_vs_bare_same_process`` (bare COPY passes interleaved with its own)."""
+    result = run_exports(mode, rows)
+    extra = {
+        "cpu_us_per_row": round(result["cpu_seconds"] / rows * 1e6, 2),
+        "db_cpu_us_per_row": round(result["db_cpu_seconds"] / rows * 1e6, 2),
+        "bytes_per_row": round(result["bytes"] / rows, 1),
+    }
+    if "export_run_seconds" in result:
+        extra["export_run_per_s"] = round(rows / result["export_run_seconds"])
+        extra["bare_copy_same_process_per_s"] = round(rows / result["bare_seconds"])
+        extra["ratio_vs_bare_same_process"] = round(result["bare_seconds"] / result["seconds"], 3)
+    return Sample(rows / result["seconds"], extra)
+
+
+def export_rss(small: int, large: int) -> Sample:
+    """The peak RSS growth (MB) of ``export_run`` as CSV from ``small`` rows to ``large``, each
+    in a process of its own; extras ``peak_small_mb``, ``peak_large_mb``."""
+    peaks = {rows: run_exports("rss", rows)["peak_rss_mb"] for rows in (small, large)}
+    extra = {"peak_small_mb": round(peaks[small], 1), "peak_large_mb": round(peaks[large], 1)}
+    return Sample(peaks[large] - peaks[small], extra)
+
+
 # --- drain ---------------------------------------------------------------------------------------
 
 #: Fills a drain's queue: (the environment, broker and database URLs included; n).
@@ -205,6 +301,8 @@ class Drain:
     filler: Filler | None = None
     #: With a database, the drain must leave N succeeded job records (tracked) or none.
     tracked: bool = False
+    #: Scrape /metrics every second while the worker runs (tests/bench/scraper.py).
+    scraped: bool = False
 
 
 def fill(url: str, queue: Queue, task: str, n: int) -> None:
@@ -271,7 +369,8 @@ def drain(drain: Drain, n: int, loglevel: str) -> Sample:
         log = probe_dir / "worker.log"
         argv = drain.argv(env)
         launched = time.time()
-        with running(argv, env=env, log=log) as worker:
+        scrapes = scraping(env, probe_dir) if drain.scraped else nullcontext(None)
+        with scrapes as scrape_log, running(argv, env=env, log=log) as worker:
             try:
                 wait_until(
                     lambda: worker.poll() is not None or probe.ready_at(probe_dir) is not None,
@@ -314,4 +413,8 @@ def drain(drain: Drain, n: int, loglevel: str) -> Sample:
         if db:
             extra["db_cpu_ms_per_1k"] = round(db_cpu / n * 1e6)
             extra["db_connections_per_1k"] = round(sessions / n * 1e3, 1)
+        if scrape_log is not None:
+            took = [float(line) for line in scrape_log.read_text().split()]
+            extra["scrapes"] = len(took)
+            extra["scrape_ms_median"] = round(statistics.median(took), 1) if took else 0.0
         return Sample(n / seconds, extra, note="celery " + " ".join(argv))

@@ -70,6 +70,11 @@ def cpu(m: Measurement) -> str:
         if "db_cpu_ms_per_1k" in m.extra:
             text += f" + db {m.extra['db_cpu_ms_per_1k']:,.0f}"
         return text
+    if "cpu_us_per_row" in m.extra:
+        text = f"{m.extra['cpu_us_per_row']:,.2f} us/row"
+        if "db_cpu_us_per_row" in m.extra:
+            text += f" + db {m.extra['db_cpu_us_per_row']:,.2f}"
+        return text
     if "cpu_us_per_msg" in m.extra:
         text = f"{m.extra['cpu_us_per_msg']:,.0f} us/msg"
         if "db_cpu_us_per_msg" in m.extra:
@@ -78,22 +83,23 @@ def cpu(m: Measurement) -> str:
     return ""
 
 
-def vs_baseline(row: Row) -> str:
+def vs_baseline(row: Row, baselines: set[str]) -> str:
     if row.scenario.baseline is None:
-        return "baseline"
+        return "baseline" if row.scenario.key in baselines else ""
     return "" if row.ratio is None else f"{row.ratio:.2f}x"  # "": the baseline did not run
 
 
 def format_table(table: Sequence[Row]) -> str:
     header = ("scenario", "figure", "vs baseline", "runs", "startup", "cpu")
     lines = [header]
+    baselines = {row.scenario.baseline for row in table if row.scenario.baseline}
     for row in table:
         m = row.measurement
         lines.append(
             (
                 row.scenario.label,
                 figure(row),
-                vs_baseline(row),
+                vs_baseline(row, baselines),
                 " ".join(number(run) for run in m.runs) if len(m.runs) > 1 else "",
                 f"{m.extra['startup_s']:.2f}s" if "startup_s" in m.extra else "",
                 cpu(m),

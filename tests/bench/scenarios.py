@@ -7,8 +7,9 @@ A scenario's ``run`` does one run. Repeated scenarios run ``BENCH_REPEAT`` times
 with the others (round 1 of every scenario, then round 2...), so that a burst of load elsewhere on
 the machine does not land on one scenario only; the median is kept. A scenario's figure is a rate
 (JSON key ``<key>_per_s``) or, for the enqueue-latency ones, the p99 latency in ms
-(``<key>_p99_ms``); extras go to the JSON as ``<key>_<name>``. The table shows each figure against
-its ``baseline``'s: for a latency, above 1 is slower.
+(``<key>_p99_ms``), or another (``<key>_<figure>``: ``export_rss_growth_mb``); extras go to the
+JSON as ``<key>_<name>``. The table shows each figure against its ``baseline``'s: for a latency,
+above 1 is slower.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ class Settings:
     relay_n: int
     db_drain_n: int
     tracked_n: int
+    #: Emails per SMTP scenario.
+    smtp_n: int
+    #: Thumbnails per images scenario.
+    thumbnail_n: int
+    #: Pages (of 100 records) per API sync scenario.
+    sync_pages: int = 30
+    #: Rows of the probe table the export scenarios write (the RSS one: its own two sizes).
+    export_rows: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,42 @@ def relay_scenario(settings: Settings) -> Sample:
     return measure.relay("relay", DEFAULT_QUEUE, settings.relay_n)
 
 
+def smtp_scenario(mode: str) -> Callable[[Settings], Sample]:
+    def run(settings: Settings) -> Sample:
+        return measure.smtp(f"smtp-{mode}", mode, settings.smtp_n)
+
+    return run
+
+
+def thumbnail_scenario(mode: str) -> Callable[[Settings], Sample]:
+    def run(settings: Settings) -> Sample:
+        return measure.thumbnail(mode, settings.thumbnail_n)
+
+    return run
+
+
+def sync_scenario(mode: str) -> Callable[[Settings], Sample]:
+    def run(settings: Settings) -> Sample:
+        return measure.sync(f"sync-{mode}", mode, settings.sync_pages)
+
+    return run
+
+
+def export_scenario(mode: str) -> Callable[[Settings], Sample]:
+    def run(settings: Settings) -> Sample:
+        return measure.export(mode, settings.export_rows)
+
+    return run
+
+
+#: The export RSS scenario's two sizes: the peak must not grow from one to the other.
+EXPORT_RSS_ROWS = (100_000, 2_000_000)
+
+
+def export_rss_scenario(settings: Settings) -> Sample:
+    return measure.export_rss(*EXPORT_RSS_ROWS)
+
+
 def drain_scenario(drain: Drain) -> Callable[[Settings], Sample]:
     def run(settings: Settings) -> Sample:
         if drain.database:
@@ -121,6 +166,7 @@ def template_drain(
     filler: measure.Filler | None = None,
     tracked: bool = False,
     env: Mapping[str, str] | None = None,
+    scraped: bool = False,
 ) -> Drain:
     """The template's worker as ``bin/<script>`` starts it (``env`` added to its environment), on
     the ``default`` queue."""
@@ -134,12 +180,14 @@ def template_drain(
         database=database,
         filler=filler,
         tracked=tracked,
+        scraped=scraped,
     )
 
 
 PUBLISH_BASE = "noop_publish_bare"
 DRAIN_BASE = "noop_drain_bare"
 LATENCY_BASE = "enqueue_bare"
+COPY_BASE = "bare_copy_rows"
 PREFETCH_1 = ("--prefetch-multiplier", "1")
 
 SCENARIOS: list[Scenario] = [
@@ -303,6 +351,23 @@ SCENARIOS: list[Scenario] = [
         baseline=DRAIN_BASE,
     ),
     Scenario(
+        "tracked_drain_scraped",
+        "drain on PostgreSQL, tracked no-op, /metrics scraped every second meanwhile",
+        "jobs/s",
+        drain_scenario(
+            template_drain(
+                "drain-tracked-scraped",
+                "worker-io",
+                task=noop.TRACKED_NAME,
+                database=True,
+                tracked=True,
+                scraped=True,
+            )
+        ),
+        repeated=True,
+        baseline=DRAIN_BASE,
+    ),
+    Scenario(
         "tracked_enqueued_drain",
         "drain on PostgreSQL, tracked no-op sent by job_enqueue (record exists), 1 run",
         "jobs/s",
@@ -318,6 +383,107 @@ SCENARIOS: list[Scenario] = [
         ),
         repeated=False,  # one run each, N/BENCH_TRACKED_N: the bench within ~8 minutes
         baseline=DRAIN_BASE,
+    ),
+    Scenario(
+        "smtp_per_message",
+        "email, one SMTP connection per message (STARTTLS + AUTH), as N send jobs do",
+        "msg/s",
+        smtp_scenario("per-message"),
+        repeated=True,
+    ),
+    Scenario(
+        "smtp_bulk",
+        "email, the bulk path: one connection per batch, a claim per recipient",
+        "msg/s",
+        smtp_scenario("bulk"),
+        repeated=True,
+        baseline="smtp_per_message",
+    ),
+    Scenario(
+        "thumbnail_pillow",
+        "images, 400-px JPEG thumbnails of 12 MP JPEGs: plain Pillow open/resize/save",
+        "img/s",
+        thumbnail_scenario("pillow"),
+        repeated=True,
+    ),
+    Scenario(
+        "thumbnail",
+        "images, the same through the family's path (JPEG draft to the size needed)",
+        "img/s",
+        thumbnail_scenario("template"),
+        repeated=True,
+        baseline="thumbnail_pillow",
+    ),
+    Scenario(
+        "thumbnail_draft2",
+        "images, the family's path decoding at twice the size needed, 1 run",
+        "img/s",
+        thumbnail_scenario("draft2"),
+        repeated=False,
+        baseline="thumbnail_pillow",
+    ),
+    Scenario(
+        "sync_naive",
+        "API sync, naive: a connection per request, record-by-record upserts (20 ms/request)",
+        "pages/s",
+        sync_scenario("naive"),
+        repeated=True,
+    ),
+    Scenario(
+        "sync_pooled",
+        "API sync, tasks.syncs: pooled client, a page per transaction with its checkpoint",
+        "pages/s",
+        sync_scenario("sync"),
+        repeated=True,
+        baseline="sync_naive",
+    ),
+    # --- exports: the probe table (tests/exports/probe.py), in-process, no broker --------------
+    Scenario(
+        COPY_BASE,
+        "exports, bare COPY ... TO STDOUT (csv) through psycopg, chunks to a file",
+        "rows/s",
+        export_scenario("bare-copy"),
+        repeated=True,
+    ),
+    Scenario(
+        "csv_copy_rows",
+        "exports, CSV: writers.csv_copy (COPY, formula cells neutralised in SQL)",
+        "rows/s",
+        export_scenario("csv-copy"),
+        repeated=True,
+        baseline=COPY_BASE,
+    ),
+    Scenario(
+        "csv_cursor_rows",
+        "exports, CSV: writers.csv_write over a server-side cursor (the path off PostgreSQL)",
+        "rows/s",
+        export_scenario("csv-cursor"),
+        repeated=True,
+        baseline=COPY_BASE,
+    ),
+    Scenario(
+        "jsonl_rows",
+        "exports, JSON Lines: writers.jsonl_write over a server-side cursor",
+        "rows/s",
+        export_scenario("jsonl"),
+        repeated=True,
+        baseline=COPY_BASE,
+    ),
+    Scenario(
+        "xlsx_rows",
+        "exports, XLSX: writers.xlsx_write (XlsxWriter, constant memory), 1 run",
+        "rows/s",
+        export_scenario("xlsx"),
+        repeated=False,  # about a minute per million rows, and steady: pure Python
+        baseline=COPY_BASE,
+    ),
+    Scenario(
+        "export_rss",
+        "exports, peak RSS of export_run (CSV), 2,000,000 rows less 100,000, 1 run",
+        "MB",
+        export_rss_scenario,
+        repeated=False,
+        figure="growth_mb",
     ),
 ]
 
@@ -365,7 +531,21 @@ RATIOS: dict[str, tuple[str, str]] = {
     "tracked_enqueued_drain_ratio_vs_bare": ("tracked_enqueued_drain", DRAIN_BASE),
     "untracked_drain_ratio_vs_bare": ("untracked_drain", DRAIN_BASE),
     "untracked_drain_ratio_vs_template_io": ("untracked_drain", "noop_drain_template_io"),
+    # What Prometheus scraping /metrics (every second here) costs a tracked drain.
+    "tracked_drain_ratio_scraped_vs_not": ("tracked_drain_scraped", "tracked_drain"),
     # What tracking itself costs the same worker on the same database.
     "tracked_drain_ratio_vs_untracked": ("tracked_drain", "untracked_drain"),
     "tracked_enqueued_drain_ratio_vs_untracked": ("tracked_enqueued_drain", "untracked_drain"),
+    # The email issue's aim: >= 5.
+    "smtp_bulk_speedup": ("smtp_bulk", "smtp_per_message"),
+    # The images issue's aim: >= 4, at a quality (the ssim extras) no worse than Pillow's.
+    "thumbnail_speedup_vs_pillow": ("thumbnail", "thumbnail_pillow"),
+    "thumbnail_draft2_speedup_vs_pillow": ("thumbnail_draft2", "thumbnail_pillow"),
+    # The syncs issue's aim: >= 5.
+    "sync_speedup_vs_naive": ("sync_pooled", "sync_naive"),
+    # The exports issue's aim: CSV through the family's COPY >= 0.8 of a bare COPY.
+    "csv_copy_ratio_vs_bare_copy": ("csv_copy_rows", COPY_BASE),
+    "csv_cursor_ratio_vs_bare_copy": ("csv_cursor_rows", COPY_BASE),
+    "jsonl_ratio_vs_bare_copy": ("jsonl_rows", COPY_BASE),
+    "xlsx_ratio_vs_bare_copy": ("xlsx_rows", COPY_BASE),
 }
