@@ -1,7 +1,7 @@
 """The correlation id: which request caused a job (and the jobs it enqueued in turn).
 
 It is set for each web request (the proxy's X-Request-ID, or a new id); a message published
-outside a request and a job (beat, a shell) uses its own id (``job_enqueue`` there: none yet).
+outside a request and a job (beat, a shell, a management command) uses its own id.
 Every message published while it is set carries it in a header: ``job_enqueue`` writes it, and a
 ``before_task_publish`` receiver adds it to any other publish (``delay()``, a retry, the next
 task of a chain). A worker reads it from the running task's headers, so a job enqueued by a job
@@ -93,8 +93,7 @@ def correlation_id_stamp(headers: dict[str, Any], **kwargs: Any) -> None:
     is published. A message that has the header already keeps it (``job_enqueue`` writes it, a
     retry copies it, the outbox relay publishes rows written by others). One sent outside both
     (by beat, a shell) is the root of its own story: its own id is the correlation id of its
-    lines and of the jobs it enqueues. ``job_enqueue`` outside both writes the header empty, so
-    its jobs carry none (to do: the same root rule there)."""
+    lines and of the jobs it enqueues (``job_enqueue`` applies the same rule)."""
     if MESSAGE_HEADER not in headers:
         cid = correlation_id() or _root_id(headers)
         if cid:

@@ -74,7 +74,7 @@ def job_enqueue(
             f"{task.name} is not tracked: declare it with tracked=True to use idempotency keys"
         )
     job_id = str(uuid.uuid4())
-    cid = correlation_id()
+    cid = correlation_id() or job_id  # outside a request and a job, the root of its own story
     if eta is not None and eta - timezone.now() > MAX_ETA_AHEAD:
         raise EnqueueError(
             f"eta {eta.isoformat()} is more than {MAX_ETA_AHEAD} ahead: a worker would hold the "

@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 
 from app.deadletters import dead_letters_replay
+from app.enqueue import job_enqueue
 from app.models import JobRecord, JobStatus
 from tests import jobs
 from tests.support import (
@@ -225,13 +227,19 @@ def test_beat_in_production_writes_only_json_lines_from_its_start_to_its_stop(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sent_by", ["delay", "job_enqueue"])
 def test_a_job_sent_outside_a_request_is_the_correlation_id_of_the_jobs_it_enqueues(
-    broker: Broker, events: Path, tmp_path: Path
+    broker: Broker, events: Path, tmp_path: Path, sent_by: str
 ) -> None:
     """A job sent by beat, a management command or a shell has no request: it is the root of its
-    own story, so its id is the correlation id of its lines and of every job it enqueues."""
+    own story, so its id is the correlation id of its lines and of every job it enqueues. Sent
+    with job_enqueue, it once carried none (and the children it enqueued with job_enqueue none)."""
     with running_worker(log_dir=tmp_path, env=WORKER_ENV) as worker:
-        root = jobs.chatty.delay(str(events), 0).id
+        if sent_by == "delay":
+            root = jobs.chatty.delay(str(events), 0).id
+        else:
+            with transaction.atomic():
+                root = job_enqueue(jobs.chatty, args=[str(events), 0])
         wait_for(lambda: worker.output().count("succeeded in") == 5, what="the five jobs to end")
     worker_lines = json_lines(worker.output(), what="worker")
     ran = [line for line in worker_lines if "attempt" in line]
