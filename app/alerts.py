@@ -199,30 +199,30 @@ def oldest_waiting() -> dict[str, datetime]:
 
     Only tracked jobs have records: a plain ``delay()`` is invisible here (RabbitMQ's queue depth
     shows it, not its age); so is a tracked task's job sent with ``delay()`` until it starts.
+    One index lookup per queue of config/queues.py (``jobrecord_queued``), whatever the backlog:
+    a GROUP BY over the queued records read every one of them at each scrape.
     """
-    firsts = (
-        JobRecord.objects.filter(status=JobStatus.QUEUED)
-        .values_list("queue")
-        .annotate(first=Min("enqueued_at"))
-        .order_by()
-    )
-    waiting: dict[str, datetime] = {}
-    for queue, first in firsts:
-        candidates = list(
+    oldest = {
+        queue: list(
             JobRecord.objects.filter(status=JobStatus.QUEUED, queue=queue)
             .order_by("enqueued_at")
             .values_list("id", "enqueued_at")[:ETA_LOOKAHEAD]
         )
-        etas = dict(
-            OutboxMessage.objects.filter(
-                task_id__in=[job_id for job_id, _ in candidates]
-            ).values_list("task_id", "options__eta")
-        )
+        for queue in queues.QUEUES
+    }
+    etas = dict(
+        OutboxMessage.objects.filter(
+            task_id__in=[job_id for candidates in oldest.values() for job_id, _ in candidates]
+        ).values_list("task_id", "options__eta")
+    )
+    waiting: dict[str, datetime] = {}
+    for queue, candidates in oldest.items():
         starts = []
         for job_id, enqueued_at in candidates:
             eta = parse_datetime(etas[job_id]) if etas.get(job_id) else None
             starts.append(max(enqueued_at, eta) if eta else enqueued_at)
-        waiting[queue] = min(starts, default=first)
+        if starts:
+            waiting[queue] = min(starts)
     return waiting
 
 
