@@ -1,5 +1,5 @@
 # The README's commands. `make run` starts everything; `make test` proves it.
-.PHONY: install run test lint format bench
+.PHONY: install run test test-heavy lint format bench
 
 # uv when installed, else the one `make install` puts next to python3.
 UV = $(shell command -v uv || echo python3 -m uv)
@@ -17,8 +17,13 @@ run: install .env
 	$(UV) run python manage.py sync_schedule
 	$(UV) run honcho start
 
+# The heavy proofs (a million rows, a copy of the project, make bench) take as long as the rest
+# together: `make test` leaves them to `make test-heavy`, and CI runs both.
 test: install
-	$(UV) run pytest $(PYTEST_ARGS)
+	$(UV) run pytest -m "not heavy" $(PYTEST_ARGS)
+
+test-heavy: install
+	$(UV) run pytest -m heavy $(PYTEST_ARGS)
 
 lint: install
 	$(UV) run ruff check .

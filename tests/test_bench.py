@@ -49,6 +49,7 @@ QUOTED = [
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_make_bench_runs_every_scenario_and_writes_the_quoted_figures(tmp_path: Path) -> None:
     results = tmp_path / "bench-results.json"
     run = subprocess.run(

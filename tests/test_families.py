@@ -31,6 +31,7 @@ def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProces
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_family_scaffolded_with_newtask_runs_under_make_run(
     make_run: MakeRun, fresh_copy: Path
 ) -> None:
@@ -59,6 +60,7 @@ def test_a_family_scaffolded_with_newtask_runs_under_make_run(
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.django_db(transaction=True)
 def test_without_the_example_family_the_project_starts_and_passes_its_tests(
     fresh_copy: Path, broker: Broker, tmp_path: Path

@@ -65,6 +65,7 @@ def test_a_worker_starts_without_warnings(broker: Broker, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_make_run_from_a_fresh_clone_starts_the_whole_stack(
     make_run: MakeRun, fresh_copy: Path
 ) -> None:
@@ -96,6 +97,7 @@ def beat_entries(database: Path) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_make_run_starts_again_the_next_morning(make_run: MakeRun, fresh_copy: Path) -> None:
     make_run.start()
     make_run.wait_up()

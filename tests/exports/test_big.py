@@ -50,6 +50,7 @@ from tests.support import Worker, job_ended, peak_rss_mb, peak_rss_reset, runnin
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.heavy,
     pytest.mark.timeout(600),  # the XLSX one writes 2.1 million rows cell by cell in Python
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("broker"),
