@@ -11,10 +11,18 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
-from app.models import JobStatus
+from app.models import FINAL_STATUSES, JobRecord, JobStatus
 from tasks.syncs.models import Contact
 from tasks.syncs.services import sync_start
-from tests.support import Broker, Worker, free_port, job_ended, running_worker
+from tests.support import (
+    Broker,
+    Worker,
+    free_port,
+    job_ended,
+    running_beat,
+    running_worker,
+    wait_for,
+)
 from tests.syncs.remote import RemoteApi, remote_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -94,3 +102,34 @@ def test_a_malformed_page_kills_the_run_naming_it_and_the_next_run_resumes_there
     assert resumed.status == JobStatus.SUCCEEDED, resumed.error
     assert api.pages_served() == [*range(1, 18), *range(17, 31)]
     assert (resumed.result or {})["created"] == 140 and Contact.objects.count() == 300
+
+
+def test_beat_runs_the_familys_scheduled_sync_and_a_run_due_meanwhile_writes_nothing_twice(
+    broker: Broker, api: RemoteApi, worker: Worker, tmp_path: Path
+) -> None:
+    """The family's SCHEDULE, installed by ``manage.py sync_schedule`` and switched to every
+    second in the admin, is sent by a real beat and run by the worker: the first run stores
+    every record, the later ones (some due while one still ran) find them unchanged or are
+    refused, and none creates a record twice."""
+    from django.core.management import call_command
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+
+    api.pages = 20
+    call_command("sync_schedule")
+    PeriodicTask.objects.exclude(task="tasks.syncs.run").update(enabled=False)
+    every_second, _ = IntervalSchedule.objects.get_or_create(
+        every=1, period=IntervalSchedule.SECONDS
+    )
+    scheduled = PeriodicTask.objects.get(task="tasks.syncs.run")
+    scheduled.crontab, scheduled.interval = None, every_second
+    scheduled.save()  # as the admin's form saves it
+    PeriodicTasks.update_changed()
+    runs = JobRecord.objects.filter(task_name="tasks.syncs.run", status__in=FINAL_STATUSES)
+    with running_beat(log_dir=tmp_path):
+        wait_for(lambda: runs.count() >= 3, timeout=60, what="three scheduled runs to end")
+    assert {run.status for run in runs} == {JobStatus.SUCCEEDED}, [r.error for r in runs]
+    results = [run.result or {} for run in runs.order_by("finished_at")]
+    assert results[0]["created"] == 200
+    assert sum(result.get("created", 0) for result in results) == 200, results
+    assert all("refused" in result or result["unchanged"] == 200 for result in results[1:]), results
+    assert Contact.objects.count() == 200
