@@ -1,7 +1,10 @@
 """``POST /api/images/``: make the variants of an image, in a job.
 
-Send the image as a multipart upload (field ``file``), or ``{"path": "..."}`` (JSON or a form
-field) naming a file already in default storage. The file is checked at once, without decoding:
+Send the image as a multipart upload (field ``file``), or, as a staff user, ``{"path": "..."}``
+(JSON or a form field) naming a file already in default storage: anyone else gets a 403, for any
+path (the storage holds other users' uploads, exports and attachments; the job's result would
+link their variants, and a 400 for a missing file would say which files exist). The file is
+checked at once, without decoding:
 empty, not an allowed type or too many pixels is a 400, over ``IMAGES_MAX_SOURCE_BYTES`` a 413;
 then 202 with ``{"id", "status_url"}``. The job's result maps each variant to
 ``{"url", "width", "height", "format", "bytes"}``.
@@ -56,16 +59,18 @@ REQUEST_BODY = {
 
 @router.post(
     "/",
-    response={202: EnqueuedOut, 400: ErrorOut, 413: ErrorOut},
+    response={202: EnqueuedOut, 400: ErrorOut, 403: ErrorOut, 413: ErrorOut},
     openapi_extra={"requestBody": REQUEST_BODY},
 )
 def image_submit(request: HttpRequest) -> Status[dict[str, str]]:
-    """Enqueue the variants of an uploaded image (multipart ``file``) or of ``{"path"}`` in
-    storage; poll ``status_url``. The job belongs to the logged-in user, if any."""
+    """Enqueue the variants of an uploaded image (multipart ``file``) or, for staff users, of
+    ``{"path"}`` in storage; poll ``status_url``. The job belongs to the logged-in user, if any."""
     owner = request.user if request.user.is_authenticated else None
     try:
         if request.content_type in FORM_TYPES and "path" not in request.POST:
             source = upload_store(data=_upload_read(request))
+        elif not request.user.is_staff:
+            raise ApiError(403, 'only staff users may name a file in the storage; upload "file"')
         else:
             source = _path(request)
         job_id = image_enqueue(source=source, owner=owner)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -15,6 +16,13 @@ from tests.images.pictures import BAD_MESSAGES, bad_file, encode, photo
 URL = "/api/images/"
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("development_http", "media")]
+
+
+@pytest.fixture
+def staff() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_user("ops", is_staff=True))
+    return client
 
 
 def upload(data: bytes, name: str = "photo.jpg") -> dict[str, SimpleUploadedFile]:
@@ -37,11 +45,11 @@ def test_an_upload_is_stored_and_enqueued(media: Path) -> None:
     assert (media / source).read_bytes() == encode(photo())
 
 
-def test_a_path_in_storage_is_enqueued_as_json_or_form(media: Path) -> None:
+def test_a_path_in_storage_is_enqueued_as_json_or_form(media: Path, staff: Client) -> None:
     (media / "in").mkdir()
     (media / "in" / "a.png").write_bytes(encode(photo(), "PNG"))
-    as_json = Client().post(URL, {"path": "in/a.png"}, content_type="application/json")
-    as_form = Client().post(URL, {"path": "in/a.png"})
+    as_json = staff.post(URL, {"path": "in/a.png"}, content_type="application/json")
+    as_form = staff.post(URL, {"path": "in/a.png"})
     for response in (as_json, as_form):
         assert response.status_code == 202, response.content
         record = JobRecord.objects.get(id=response.json()["id"])
@@ -68,13 +76,34 @@ def test_a_bad_upload_is_refused_at_once(name: str) -> None:
     ],
 )
 def test_a_bad_path_is_refused_at_once(
-    media: Path, body: dict[str, str], status: int, message: str
+    media: Path, staff: Client, body: dict[str, str], status: int, message: str
 ) -> None:
     with (media / "big.jpg").open("wb") as big:
         big.truncate(20 * 1024 * 1024)
-    response = Client().post(URL, json.dumps(body), content_type="application/json")
+    response = staff.post(URL, json.dumps(body), content_type="application/json")
     assert response.status_code == status
     assert message in response.json()["error"]
+    assert not JobRecord.objects.exists()
+
+
+@pytest.mark.parametrize("who", ["anonymous", "a user who is not staff"])
+@pytest.mark.parametrize("path", ["in/a.png", "nowhere.jpg", "../etc/passwd"])
+def test_only_staff_may_name_a_file_in_the_storage(media: Path, who: str, path: str) -> None:
+    """The storage holds other users' uploads and exports: anyone could once have any image in
+    it resized and read the variants' links, and learn which files exist from the 400s."""
+    (media / "in").mkdir()
+    (media / "in" / "a.png").write_bytes(encode(photo(), "PNG"))
+    client = Client()
+    if who != "anonymous":
+        client.force_login(User.objects.create_user("someone"))
+    for response in (
+        client.post(URL, {"path": path}, content_type="application/json"),
+        client.post(URL, {"path": path}),
+    ):
+        assert response.status_code == 403, response.content
+        assert response.json()["error"] == (
+            'only staff users may name a file in the storage; upload "file"'
+        )
     assert not JobRecord.objects.exists()
 
 
