@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from django.contrib.auth.models import User
 from django.db import DataError, IntegrityError, transaction
-from django.db.models import F, Model
+from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from app.enqueue import job_enqueue
@@ -73,6 +73,12 @@ class PageInvalid(SyncError):
 
 class LeaseLost(SyncError):
     """Another run took the sync over (this one went quiet for longer than the lease)."""
+
+
+class CopyAhead(Exception):
+    """Another copy of this same job (its message redelivered while this one still ran: a
+    broker connection lost, RabbitMQ's consumer timeout) wrote the page first. This copy stops
+    and leaves the job, its record and the lease to that one."""
 
 
 class RetryLater(TransientError):
@@ -282,7 +288,8 @@ def page_commit(
     *, sync: Sync, page: Page, checkpoint: type[Checkpoint], guard: dict[str, Any]
 ) -> Counts:
     """Upsert ``page`` and move the checkpoint row (``checkpoint`` filtered by ``guard``: the
-    run's own) past it, in one transaction. LeaseLost when the row is no longer the run's."""
+    run's own) past it, in one transaction, if the row still points at this page. LeaseLost when
+    the row is no longer the run's; CopyAhead when it moved on (a copy of this job wrote it)."""
     where = f"sync {sync.name}, {sync.pagination.label(page.cursor)}"
     now = timezone.now()
     try:
@@ -298,7 +305,13 @@ def page_commit(
                 values["finished_at"] = now
             if checkpoint is SyncState:
                 values["lease_until"] = None if page.next is None else _lease_end(now)
-            if not checkpoint._default_manager.filter(**guard).update(**values):
+            rows = checkpoint._default_manager.filter(**guard)
+            at_page = Q(cursor=page.cursor)
+            if page.cursor == sync.pagination.first:
+                at_page |= Q(cursor__isnull=True)  # null: the first page
+            if not rows.filter(at_page).update(**values):
+                if rows.exists():
+                    raise CopyAhead(f"{where}: another copy of this job wrote it; this one stops")
                 raise LeaseLost(f"{where}: another run took the sync over; this one stops")
             if checkpoint is SyncPart:  # the run's lease, held for its parts
                 SyncState.objects.filter(name=sync.name).update(lease_until=_lease_end(now))

@@ -17,6 +17,7 @@ from celery.exceptions import Ignore
 from app.errors import PermanentError, TransientError
 from tasks.syncs import conf
 from tasks.syncs.services import (
+    CopyAhead,
     RetryLater,
     lease_extend,
     lease_release,
@@ -60,11 +61,19 @@ def _retry(task: Task, exc: TransientError, *, name: str) -> NoReturn:
     raise exc  # autoretry_for: the base job's backoff and jitter
 
 
+def _copy_ahead(exc: CopyAhead) -> Ignore:
+    """This copy stops, acknowledged, leaving the record and the lease to the copy ahead."""
+    logger.warning("%s", exc)
+    return Ignore()
+
+
 @shared_task(bind=True, tracked=True, max_retries=conf.MAX_RETRIES)
 def run(self: Task, name: str) -> dict[str, Any]:
     """Run (or resume, from its checkpoint) the sync ``name``; the result is its counts."""
     try:
         return sync_run(name=name, job_id=self.request.id)
+    except CopyAhead as exc:
+        raise _copy_ahead(exc) from exc
     except TransientError as exc:
         _retry(self, exc, name=name)
 
@@ -75,6 +84,8 @@ def fan_out(self: Task, name: str, parts: int = 4) -> dict[str, Any]:
     running until the final callback (``finish``) ends it with the counts of every part."""
     try:
         outcome = sync_fan_out(name=name, job_id=self.request.id, parts=parts)
+    except CopyAhead as exc:
+        raise _copy_ahead(exc) from exc
     except TransientError as exc:
         _retry(self, exc, name=name)
     if outcome.get("parts"):
@@ -88,6 +99,8 @@ def part(self: Task, name: str, job_id: str, index: int) -> dict[str, Any]:
     run with it (by the final callback, naming the part)."""
     try:
         return part_run(name=name, job_id=job_id, index=index)
+    except CopyAhead as exc:
+        raise _copy_ahead(exc) from exc
     except RetryLater as exc:
         if self.request.retries < self.max_retries:
             raise _retry_later(self, exc, name=name, job_id=job_id) from exc

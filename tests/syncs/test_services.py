@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from app.errors import PermanentError, TransientError
 from app.urlguard import UnsafeUrl
+from tasks.syncs import services
 from tasks.syncs.models import Contact, SyncState
 from tasks.syncs.registry import SYNCS, Cursors, Offsets
 from tasks.syncs.services import (
@@ -249,3 +250,29 @@ def test_generated_pages_are_upserted_correctly_or_refused_naming_the_page(
         assert {name: getattr(row, name) for name in fields} == fields
     again = rows_upsert(sync=CONTACTS, rows=parsed.rows)
     assert (again.created, again.updated, again.unchanged) == (0, 0, len(parsed.rows))
+
+
+def test_a_copy_of_the_same_job_running_meanwhile_stops_at_its_next_page_and_writes_nothing(
+    api: RemoteApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync's message redelivered while its first copy still runs (a lost broker connection,
+    RabbitMQ's consumer timeout on a long sync): the redelivered copy resumes (same job id)
+    while the first goes on. The first copy used to write every page after that a second time,
+    counting them twice."""
+    real_fetch = services.page_fetch
+    copy_ran: list[dict[str, Any]] = []
+
+    def fetch(*, sync: Any, cursor: Any, client: Any) -> bytes:
+        body = real_fetch(sync=sync, cursor=cursor, client=client)
+        if cursor == 10 and not copy_ran:
+            copy_ran.append({})  # the copy runs to the end while this one holds page 10
+            copy_ran[0] = sync_run(name="contacts", job_id="job-1")
+        return body
+
+    monkeypatch.setattr(services, "page_fetch", fetch)
+    with pytest.raises(services.CopyAhead, match="page 10: another copy of this job wrote it"):
+        sync_run(name="contacts", job_id="job-1")
+    assert copy_ran[0] == {"pages": 30, "created": 300, "updated": 0, "unchanged": 0, "failed": 0}
+    state = SyncState.objects.get(name="contacts")
+    assert (state.pages, state.created, state.job_id) == (30, 300, "job-1")
+    assert state.finished_at is not None and Contact.objects.count() == 300
