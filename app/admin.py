@@ -205,6 +205,12 @@ class PeriodicTaskForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
+        crontab = data.get("crontab")
+        if crontab is not None:
+            try:
+                crontab.schedule  # noqa: B018  (Celery's own check, which beat meets)
+            except ValueError as exc:
+                self.add_error("crontab", f"beat would never run this crontab: {exc}")
         name = data.get("task")
         if not name or "args" not in data or "kwargs" not in data:
             return data  # already refused, by its field

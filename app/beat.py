@@ -421,6 +421,17 @@ class BeatScheduler(DatabaseScheduler):  # type: ignore[misc]
         logger.warning("beat: lost the lock (%s); standing by", reason)
         self.active, self._standby_said = False, None
 
+    def all_as_schedule(self) -> dict[str, BeatEntry]:
+        """django-celery-beat's, saying which enabled schedules it leaves out: one whose crontab
+        Celery refuses (30 February, saved in the admin's crontab form) was skipped silently."""
+        entries: dict[str, BeatEntry] = {}
+        for model in self.enabled_models():
+            try:
+                entries[model.name] = self.Entry(model, app=self.app)
+            except ValueError as exc:
+                logger.error("periodic task %r never runs: %s", model.name, exc)
+        return entries
+
     def reserve(self, entry: BeatEntry) -> BeatEntry:
         """The next entry, not marked for a later save (apply_entry records each run itself), but
         kept in the schedule: django-celery-beat may rebuild the heap from it on the next tick

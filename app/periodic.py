@@ -117,7 +117,8 @@ def schedule_next_run(task: PeriodicTask, *, now: datetime | None = None) -> dat
     Beat asks the schedule how long remains from the last run (``remaining_estimate``), with
     the last run in the schedule's time zone (a crontab's own, else Celery's); a task that never
     ran counts from when it was last changed, as django-celery-beat's scheduler does. Overdue
-    (beat is down, or about to send it): ``now``.
+    (beat is down, or about to send it): ``now``. A crontab Celery refuses (30 February): None,
+    as beat leaves it out.
     """
     now = now or timezone.now()
     if not task.enabled or (task.one_off and task.total_run_count):
@@ -128,7 +129,10 @@ def schedule_next_run(task: PeriodicTask, *, now: datetime | None = None) -> dat
         return None if task.last_run_at else max(task.clocked.clocked_time, now)
     # A new object on each access: its clock is ours to set. A crontab read on the wall clock
     # across daylight-saving changes, as beat reads it (app/beat.py).
-    schedule = wall_clock(task.schedule)
+    try:
+        schedule = wall_clock(task.schedule)
+    except ValueError:
+        return None
     tz = getattr(schedule, "tz", None) or current_app.timezone
     schedule.nowfun = lambda: now.astimezone(tz)
     last = maybe_make_aware(task.last_run_at or task.date_changed).astimezone(tz)

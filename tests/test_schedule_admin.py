@@ -22,8 +22,10 @@ from django.utils import formats, timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from pytest_django.fixtures import Settings
 
+from app.beat import BeatScheduler
 from app.models import JobRecord, JobStatus
 from app.periodic import schedule_next_run
+from config.celery import app as celery_app
 from config.schedule import schedule_all
 from tests import jobs  # noqa: F401  (registers the test jobs in this process)
 from tests.support import Broker, running_beat, running_worker, wait_for
@@ -453,3 +455,37 @@ def test_next_run_waits_for_the_start_time(every_minute: IntervalSchedule) -> No
         start_time=now + timedelta(days=2),
     )
     assert schedule_next_run(task, now=now) == now + timedelta(days=2)
+
+
+#: Every hour (django-celery-beat reads only crontabs whose hour is near the present one).
+FEBRUARY_30 = {"minute": "0", "hour": "*", "day_of_month": "30", "month_of_year": "2"}
+
+
+def test_a_crontab_that_names_no_real_date_is_refused_in_the_form(
+    admin_client: Client, schedulable: None, every_minute: IntervalSchedule
+) -> None:
+    never = CrontabSchedule.objects.create(**FEBRUARY_30, timezone="UTC")
+    fields = {**form(every_minute), "interval": "", "crontab": str(never.pk)}
+    response = admin_client.post(ADD, fields)
+    assert "beat would never run this crontab: Invalid crontab: day_of_month '30' never" in (
+        errors(response)
+    )
+    assert not PeriodicTask.objects.exists()
+
+
+def test_a_schedule_with_a_crontab_celery_refuses_is_named_by_beat_and_listed(
+    admin_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Made before this check, or another way (the shell, a data migration): beat left it out
+    without a word, and the list's "next run" column raised (a 500 for the whole list)."""
+    never = crontab_task(**FEBRUARY_30, timezone="UTC")
+    never.save()
+    fine = crontab_task(minute="0", hour="*", timezone="UTC")
+    fine.name = "fine"
+    fine.save()
+    entries = BeatScheduler(app=celery_app, lazy=True).all_as_schedule()
+    assert list(entries) == ["fine"]
+    assert "periodic task 't' never runs: Invalid crontab: day_of_month '30'" in caplog.text
+    assert schedule_next_run(never) is None
+    listed = admin_client.get(LIST)
+    assert listed.status_code == 200 and "fine" in listed.text
