@@ -214,14 +214,25 @@ def _write(*, spec: Export, values: Mapping[str, Any], format: str, gzip: bool, 
             if format == "jsonl":
                 return writers.jsonl_write(rows, headers, out, tick=tick)
             workbook = spool.with_suffix(".xlsx")  # XlsxWriter writes a file it can seek in
+            # Its rows go to temporary files first (constant memory), removed only when the
+            # workbook is closed: here, not in /tmp, so a cancel, an error or a kill leaves
+            # them where this ``finally`` or the spool's prune removes them.
+            scratch = spool.with_suffix(".xlsx-rows")
+            scratch.mkdir(exist_ok=True)
             try:
                 count = writers.xlsx_write(
-                    rows, headers, str(workbook), neutralise=spec.neutralise, tick=tick
+                    rows,
+                    headers,
+                    str(workbook),
+                    neutralise=spec.neutralise,
+                    tick=tick,
+                    tmpdir=str(scratch),
                 )
                 with workbook.open("rb") as source:
                     shutil.copyfileobj(source, out, 1 << 20)
             finally:
                 workbook.unlink(missing_ok=True)
+                shutil.rmtree(scratch, ignore_errors=True)
             return count
 
 
@@ -366,6 +377,9 @@ def exports_prune(*, now: datetime | None = None) -> int:
     if spool.is_dir():
         for path in spool.iterdir():
             if path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
+                if path.is_dir():  # an XLSX export's temporary rows
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
                 removed += 1
     return removed

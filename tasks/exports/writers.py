@@ -171,11 +171,18 @@ def xlsx_write(
     *,
     neutralise: bool,
     tick: Tick,
+    tmpdir: str | None = None,
 ) -> int:
-    """An XLSX workbook at ``path``, each row flushed as it is written (constant memory)."""
+    """An XLSX workbook at ``path``, each row flushed as it is written (constant memory), to
+    temporary files in ``tmpdir`` (the system's by default) until the workbook is closed."""
     workbook = xlsxwriter.Workbook(
         path,
-        {"constant_memory": True, "remove_timezone": True, "strings_to_formulas": False},
+        {
+            "constant_memory": True,
+            "remove_timezone": True,
+            "strings_to_formulas": False,
+            "tmpdir": tmpdir,
+        },
     )
     bold = workbook.add_format({"bold": True})
     quoted = workbook.add_format({"quote_prefix": True})

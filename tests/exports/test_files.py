@@ -8,12 +8,14 @@ import gzip
 import io
 import json
 import re
+import tempfile
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import openpyxl
+import psycopg
 import pytest
 from django.core.files.storage import default_storage
 from django.db import connection
@@ -213,3 +215,30 @@ def test_an_apps_exports_module_is_imported_when_django_starts(settings: Any) ->
         assert EXPORTS["declared_in_an_app"].sql == "SELECT 1 AS one"
     finally:
         EXPORTS.pop("declared_in_an_app", None)
+
+
+@postgres_only
+@pytest.mark.parametrize("fmt", ["xlsx", "csv", "jsonl"])
+def test_an_export_that_fails_halfway_leaves_no_file_behind(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """XlsxWriter keeps the rows in temporary files until the workbook is closed: an export that
+    failed or was cancelled halfway left them in /tmp (hundreds of MB for a big one)."""
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    export_register(
+        Export(
+            name="fails_halfway",
+            sql="SELECT i, 1 / (9000 - i) AS inverse FROM generate_series(1, 10000) AS i",
+            count_first=False,
+        )
+    )
+    try:
+        with pytest.raises(psycopg.errors.DataError, match="division by zero"):
+            run("fails_halfway", fmt)
+    finally:
+        EXPORTS.pop("fails_halfway")
+    assert not ExportFile.objects.exists()
+    assert list(system_tmp.iterdir()) == []
+    assert [p for p in media.rglob("*") if p.is_file()] == []

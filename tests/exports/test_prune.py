@@ -37,10 +37,16 @@ def test_prune_removes_expired_files_and_abandoned_spool_files_only(media: Path)
     abandoned, running = spool / "old.part", spool / "new.part"
     abandoned.write_bytes(b"torn")
     running.write_bytes(b"half")
+    # An XLSX export killed halfway: its workbook's temporary rows, in a folder.
+    rows = spool / "old.xlsx-rows"
+    rows.mkdir()
+    (rows / "tmp1234").write_bytes(b"<row/>")
     day_ago = time.time() - conf.spool_max_age().total_seconds() - 60
     os.utime(abandoned, (day_ago, day_ago))
+    os.utime(rows, (day_ago, day_ago))
 
-    assert exports_prune() == 2
+    assert exports_prune() == 3
+    assert not rows.exists()
 
     assert not default_storage.exists(expired.name)
     assert not ExportFile.objects.filter(pk=expired.pk).exists()
