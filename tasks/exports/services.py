@@ -4,8 +4,9 @@ The file is written to a spool file named after the job, then moved into default
 ``<EXPORTS_OUTPUT_DIR>/<random token>/<export>-<date>.<ext>`` only when complete, and recorded
 (``ExportFile``) in the same transaction that enqueues the email. A job killed while writing
 leaves only its spool file, which its redelivery overwrites; one killed after the move but
-before the record finds the stored file by its name (the token is in the message) and removes
-it before writing again; one killed after the record returns the recorded file.
+before the record finds the stored file in its token's folder (the token is in the message; the
+file's date may be an earlier day's) and removes it before writing again; one killed after the
+record returns the recorded file.
 """
 
 from __future__ import annotations
@@ -168,9 +169,9 @@ def export_run(
     except ExportInvalid as exc:
         raise PermanentError(str(exc)) from None
     extension = FORMATS[format] + (".gz" if gzip else "")
-    name = f"{conf.output_dir()}/{token}/{export}-{timezone.localdate():%Y-%m-%d}.{extension}"
-    if default_storage.exists(name):  # placed by an attempt that died before recording it
-        default_storage.delete(name)
+    folder = f"{conf.output_dir()}/{token}"
+    _folder_clear(folder)  # what an attempt that died before recording it placed, any day
+    name = f"{folder}/{export}-{timezone.localdate():%Y-%m-%d}.{extension}"
     spool = conf.spool_dir() / f"{job_id}.part"
     spool.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -191,6 +192,16 @@ def export_run(
     finally:
         spool.unlink(missing_ok=True)
     return _result(record)
+
+
+def _folder_clear(folder: str) -> None:
+    """Delete the files in ``folder`` of default storage (the folder is one job's alone)."""
+    try:
+        _folders, files = default_storage.listdir(folder)
+    except FileNotFoundError:  # the file system storage, when nothing was placed
+        return
+    for file in files:
+        default_storage.delete(f"{folder}/{file}")
 
 
 def _write(*, spec: Export, values: Mapping[str, Any], format: str, gzip: bool, spool: Path) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import openpyxl
 import psycopg
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
 from hypothesis import HealthCheck, example, given
@@ -242,3 +243,20 @@ def test_an_export_that_fails_halfway_leaves_no_file_behind(
     assert not ExportFile.objects.exists()
     assert list(system_tmp.iterdir()) == []
     assert [p for p in media.rglob("*") if p.is_file()] == []
+
+
+def test_a_file_placed_by_an_attempt_that_died_before_recording_it_is_replaced_any_day_later(
+    media: Path,
+) -> None:
+    """Killed after the file was stored but before its record: the redelivery removed a file of
+    today's name only, so one placed the day before stayed in the storage for good, recorded
+    nowhere, never pruned."""
+    token, job_id = uuid.uuid4().hex, str(uuid.uuid4())
+    folder = f"exports/{token}"
+    default_storage.save(f"{folder}/jobs-2020-01-01.csv", ContentFile(b"the dead attempt's"))
+    export_run(
+        job_id=job_id, export="jobs", format="csv", gzip=False, filters={}, token=token,
+        owner_id=None,
+    )  # fmt: skip
+    record = ExportFile.objects.get(job_id=job_id)
+    assert default_storage.listdir(folder)[1] == [record.name.rsplit("/", 1)[1]]
