@@ -202,7 +202,11 @@ class SmtpOutcome:
 
 
 def smtp_outcome(exc: BaseException) -> SmtpOutcome:
-    """Classify an exception raised while sending (smtplib's, the socket's, or Django's)."""
+    """Classify an exception raised while sending (smtplib's, the socket's, Django's, or an
+    email service provider's through django-anymail)."""
+    provider = _provider_outcome(exc)
+    if provider is not None:
+        return provider
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return SmtpOutcome("abort", f"SMTP authentication failed: {exc.smtp_code} {_text(exc)}")
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -221,6 +225,40 @@ def smtp_outcome(exc: BaseException) -> SmtpOutcome:
     if isinstance(exc, OSError):  # SMTPServerDisconnected, timeouts, refused connections, TLS
         return SmtpOutcome("transient", f"{type(exc).__name__}: {exc}")
     return SmtpOutcome("invalid", f"{type(exc).__name__}: {exc}")
+
+
+def _provider_outcome(exc: BaseException) -> SmtpOutcome | None:
+    """A django-anymail error, by the HTTP status of the provider's answer: 401 and 403 stop
+    the send (credentials); 429 and 5xx are transient; another 4xx refuses this message. With
+    no answer (the API not reached, a timeout), transient. None for anything else.
+
+    Without this, a provider's refusal of the API key was retried as a network error, and an
+    Amazon SES throttling (boto's errors are no OSError) refused every recipient for good."""
+    try:
+        from anymail.exceptions import (  # type: ignore[import-untyped]
+            AnymailError,
+            AnymailRecipientsRefused,
+        )
+    except ImportError:  # SMTP only: django-anymail is not installed
+        return None
+    if not isinstance(exc, AnymailError):
+        return None
+    text = " ".join(str(exc).split())[:500] or type(exc).__name__
+    if isinstance(exc, AnymailRecipientsRefused):
+        return SmtpOutcome("rejected", text)
+    response = exc.response if isinstance(exc.response, dict) else {}  # boto's (Amazon SES)
+    if "Throttl" in str(response.get("Error", {}).get("Code", "")):  # SES v1 says 400
+        return SmtpOutcome("transient", text)
+    status = exc.status_code or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if not isinstance(status, int):
+        if isinstance(exc, ValueError | TypeError):  # an address or feature it cannot send
+            return SmtpOutcome("invalid", text)
+        return SmtpOutcome("transient", text)
+    if status in (401, 403):
+        return SmtpOutcome("abort", f"the provider refused the credentials: {text}")
+    if status == 429 or status >= 500:
+        return SmtpOutcome("transient", text)
+    return SmtpOutcome("rejected", text)
 
 
 def _text(exc: smtplib.SMTPResponseException) -> str:
