@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import psycopg
 from celery import schedules
-from celery.beat import ScheduleEntry
+from celery.beat import ScheduleEntry, SchedulingError
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Q
@@ -38,7 +38,8 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
-from app.models import BeatLease
+from app.models import BeatLease, OutboxMessage
+from app.outbox import BROKER_DOWN
 
 logger = logging.getLogger(__name__)
 
@@ -453,6 +454,37 @@ class BeatScheduler(DatabaseScheduler):  # type: ignore[misc]
             logger.info("beat: %s was disabled or deleted; not sent", entry.name)
             return
         super().apply_entry(entry, producer=producer)
+
+    def apply_async(
+        self, entry: ScheduleEntry, producer: Any = None, advance: bool = True, **kwargs: Any
+    ) -> Any:
+        """Celery's send; when the broker is down, the run goes to the outbox instead, for the
+        relay to publish once the broker is back (its expiry, if it has one, still drops it if
+        the next run is due by then). Celery logged the failed send and the run was lost: every
+        run due during a broker restart."""
+        try:
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        except SchedulingError as exc:
+            if not isinstance(exc.__context__, BROKER_DOWN):
+                raise
+            options = {
+                key: value.isoformat() if isinstance(value, datetime) else value
+                for key, value in entry.options.items()
+                if key in ("queue", "priority", "headers", "expires")
+            }
+            OutboxMessage.objects.create(
+                task_id=uuid.uuid4(),
+                task_name=entry.task,
+                args=list(entry.args or []),
+                kwargs=dict(entry.kwargs or {}),
+                options=options,
+            )
+            logger.warning(
+                "beat: broker unavailable, %s kept in the outbox for the relay: %s",
+                entry.name,
+                exc.__context__,
+            )
+            return None
 
     def close(self) -> None:
         """Beat stops: save as Celery does, then let a standby take over at once."""

@@ -74,8 +74,9 @@ def _publish_pool_key(broker_url: str) -> Connection:
 
 def _send(row: OutboxMessage, producer: Any) -> None:
     options: dict[str, Any] = dict(row.options)
-    if options.get("eta"):
-        options["eta"] = datetime.fromisoformat(options["eta"])
+    for name in ("eta", "expires"):  # kept as text (a beat run's expiry can be a datetime)
+        if isinstance(options.get(name), str):
+            options[name] = datetime.fromisoformat(options[name])
     celery_app.send_task(
         row.task_name,
         args=row.args,

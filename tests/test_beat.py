@@ -39,12 +39,14 @@ from app.beat import (
     LeaseLock,
     LockLost,
 )
-from app.models import BeatLease
+from app.models import BeatLease, OutboxMessage
+from app.outbox import outbox_relay
 from app.periodic import schedule_next_run
 from config.celery import app as celery_app
 from tests.support import (
     ROOT,
     Broker,
+    TcpProxy,
     Worker,
     database_url,
     read_events,
@@ -538,3 +540,32 @@ def test_the_admin_shows_the_next_run_beat_will_make_across_daylight_saving(
     )
     due = schedule_next_run(task, now=datetime.fromisoformat(now))
     assert due is not None and due.astimezone(BERLIN).strftime("%H:%M%z") == next_run
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_runs_due_while_the_broker_is_down_are_kept_and_run_once_it_is_back(
+    beats: Callable[..., Beat], broker: Broker, worker: Worker, events: Path
+) -> None:
+    """Beat recorded each run, then Celery logged the failed send ("Message Error") and the run
+    was gone: every run due during a broker restart. Now it waits in the outbox, and the relay
+    (a beat job itself, or ``manage.py relay_outbox``) publishes it once the broker is back."""
+    task = every(1, events)
+    proxy = TcpProxy()  # beat reaches RabbitMQ through it; the worker and this test do not
+    proxy.up()
+    try:
+        beat = beats("beat", env={"CELERY_BROKER_URL": proxy.url(celery_app.conf.broker_url)})
+        wait_for(lambda: runs(events), timeout=30, what="a run sent before the outage")
+        proxy.down()
+        kept = OutboxMessage.objects.filter(task_name="tests.jobs.record", sent_at=None)
+        wait_for(lambda: kept.count() >= 3, timeout=60, what="three runs kept in the outbox")
+        beat.stop()
+    finally:
+        proxy.down()
+    assert "kept in the outbox for the relay" in beat.output()
+    assert "Message Error" not in beat.output()
+    assert outbox_relay() >= 3
+    task.refresh_from_db()
+    wait_for(lambda: len(runs(events)) == task.total_run_count, what="every recorded run")
+    time.sleep(1)
+    assert len(runs(events)) == task.total_run_count  # each once
