@@ -39,7 +39,7 @@ from amqp.exceptions import NotFound
 from django.conf import settings
 from django.core.mail import mail_admins
 from django.db import transaction
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: How many of a queue's oldest queued jobs are looked at for an eta that explains their age.
 ETA_LOOKAHEAD = 100
+#: How many of those reads at most, per queue and scrape.
+MAX_LOOKAHEADS = 20
 #: Seconds to wait for RabbitMQ when reading the queues: a check or a scrape must not hang.
 BROKER_TIMEOUT = 3.0
 #: A condition not judged for this long and not firing is forgotten (a task that stopped
@@ -200,27 +202,35 @@ def oldest_waiting() -> dict[str, datetime]:
     Only tracked jobs have records: a plain ``delay()`` is invisible here (RabbitMQ's queue depth
     shows it, not its age); so is a tracked task's job sent with ``delay()`` until it starts.
     One index lookup per queue of config/queues.py (``jobrecord_queued``), whatever the backlog:
-    a GROUP BY over the queued records read every one of them at each scrape.
+    a GROUP BY over the queued records read every one of them at each scrape. The oldest records
+    are read ``ETA_LOOKAHEAD`` at a time until one is due: the first hundred could all be
+    reminders for tomorrow, in front of a job stuck for an hour.
     """
-    oldest = {
-        queue: list(
-            JobRecord.objects.filter(status=JobStatus.QUEUED, queue=queue)
-            .order_by("enqueued_at")
-            .values_list("id", "enqueued_at")[:ETA_LOOKAHEAD]
-        )
-        for queue in queues.QUEUES
-    }
-    etas = dict(
-        OutboxMessage.objects.filter(
-            task_id__in=[job_id for candidates in oldest.values() for job_id, _ in candidates]
-        ).values_list("task_id", "options__eta")
-    )
     waiting: dict[str, datetime] = {}
-    for queue, candidates in oldest.items():
-        starts = []
-        for job_id, enqueued_at in candidates:
-            eta = parse_datetime(etas[job_id]) if etas.get(job_id) else None
-            starts.append(max(enqueued_at, eta) if eta else enqueued_at)
+    for queue in queues.QUEUES:
+        queued = JobRecord.objects.filter(status=JobStatus.QUEUED, queue=queue)
+        starts: list[datetime] = []
+        after: tuple[datetime, Any] | None = None
+        for _ in range(MAX_LOOKAHEADS):
+            page = queued.order_by("enqueued_at", "id")
+            if after is not None:
+                page = page.filter(
+                    Q(enqueued_at__gt=after[0]) | Q(enqueued_at=after[0], id__gt=after[1])
+                )
+            candidates = list(page.values_list("id", "enqueued_at")[:ETA_LOOKAHEAD])
+            etas = dict(
+                OutboxMessage.objects.filter(
+                    task_id__in=[job_id for job_id, _ in candidates]
+                ).values_list("task_id", "options__eta")
+            )
+            plain = False  # one that waits since it was enqueued: no later one waited longer
+            for job_id, enqueued_at in candidates:
+                eta = parse_datetime(etas[job_id]) if etas.get(job_id) else None
+                plain = plain or eta is None or eta <= enqueued_at
+                starts.append(max(enqueued_at, eta) if eta else enqueued_at)
+            if plain or len(candidates) < ETA_LOOKAHEAD:
+                break
+            after = (candidates[-1][1], candidates[-1][0])
         if starts:
             waiting[queue] = min(starts)
     return waiting

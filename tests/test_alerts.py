@@ -26,11 +26,13 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from app.alerts import (
+    ETA_LOOKAHEAD,
     Measurements,
     Thresholds,
     Transition,
     alerts_check,
     conditions_evaluate,
+    oldest_waiting,
 )
 from app.enqueue import job_enqueue
 from app.history import Outcomes
@@ -498,3 +500,27 @@ def test_a_task_with_too_few_ended_jobs_is_not_judged_and_a_firing_one_then_reso
     assert judged(T0, states, outcomes=few)["failure_rate:tasks.a"] is False
     exactly = {"tasks.a": Outcomes(ended=20, failed=1)}  # 5% is not above 5%
     assert judged(T0, states, outcomes=exactly)["failure_rate:tasks.a"] is False
+
+
+@pytest.mark.django_db
+def test_the_oldest_due_job_is_found_behind_any_number_of_jobs_enqueued_for_later() -> None:
+    """Only the hundred oldest queued records were read: when all were reminders for tomorrow,
+    the queue's age read 0 and a job stuck behind them for an hour never fired its alert."""
+    now = timezone.now()
+    tomorrow = (now + timedelta(days=1)).isoformat()
+    records = [
+        JobRecord(task_name="tests.jobs.record", queue="default", status=JobStatus.QUEUED)
+        for _ in range(ETA_LOOKAHEAD * 3 + 1)
+    ]
+    JobRecord.objects.bulk_create(records)
+    for n, record in enumerate(records):  # from 2 hours ago, a second apart
+        record.enqueued_at = now - timedelta(hours=2) + timedelta(seconds=n)
+    JobRecord.objects.bulk_update(records, ["enqueued_at"])
+    *reminders, stuck = records
+    OutboxMessage.objects.bulk_create(
+        OutboxMessage(task_id=r.id, task_name=r.task_name, options={"eta": tomorrow}, sent_at=now)
+        for r in reminders
+    )
+    assert oldest_waiting()["default"] == stuck.enqueued_at
+    stuck.delete()
+    assert oldest_waiting()["default"] > now  # none due: nobody waits yet
