@@ -94,3 +94,26 @@ def test_the_web_app_keeps_its_database_connections_across_requests(tmp_path: Pa
         for _ in range(40):
             assert http.get("/healthz").status_code == 200
         assert first and web_backends() == first
+
+
+def test_a_body_over_the_limit_is_refused_from_its_length_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """waitress buffered a body up to 1 GB before Django saw the request: an image upload's 413
+    came after the whole body was read, and Django wrote it to a temporary file again."""
+    with running_web(log_dir=tmp_path, env={"WEB_MAX_REQUEST_BYTES": "1000000"}) as web:
+        conn = socket.create_connection(("127.0.0.1", web.port))
+        try:
+            conn.sendall(
+                b"POST /api/images/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n\r\n"
+                + b"x"
+                * 1000
+            )
+            conn.settimeout(10)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 413 ")
+        finally:
+            conn.close()
+        with httpx.Client(base_url=web.url, timeout=30) as http:
+            small = http.post("/api/images/", content=b"x" * 1000)
+        assert small.status_code != 413  # under the limit: Django answers, for its own reasons
