@@ -126,7 +126,7 @@ def image_decode(*, image: Image.Image, scale: float = 1.0) -> Image.Image:
         image.draft(image.mode, requested)
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception as exc:  # truncated data, a bad chunk, a decoder error: the file's fault
         raise ImageInvalid(
             f"truncated or corrupt {image.format} file: {type(exc).__name__}: {exc}"

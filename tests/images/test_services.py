@@ -4,6 +4,9 @@ what untrusted files get (a clear ImageInvalid, never another exception)."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from tests.images.pictures import (
     photo,
     rotated_jpeg,
 )
+from tests.support import ROOT
 
 VARIANTS = {
     "thumb": {"fit": "cover", "width": 200, "height": 200, "format": "JPEG", "quality": 82},
@@ -204,3 +208,21 @@ def test_damaged_images_end_clearly(seed: bytes, flips: list[Any], cut: int) -> 
     for position, value in flips:
         data[position % len(data)] = value
     only_clear_outcomes(bytes(data))
+
+
+def test_one_decode_is_the_memory_a_large_image_takes_beyond_pillows_resize(
+    tmp_path: Path,
+) -> None:
+    """The upright copy (``exif_transpose`` without ``in_place``) doubled the decode while the
+    header kept the original: a 30-megapixel RGBA PNG (114 MB decoded) peaked at 344 MB more,
+    now 230 (the rest is Pillow's resize of RGBA, which premultiplies a copy)."""
+    source = tmp_path / "big.png"
+    Image.new("RGBA", (6000, 5000), (10, 20, 30, 200)).save(source)
+    decoded_mb = 6000 * 5000 * 4 / 2**20
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.images.peak", str(source)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    growth = float(run.stdout.split()[-1])
+    assert growth < 2.5 * decoded_mb, f"{growth} MB for a {decoded_mb:.0f} MB decode"
