@@ -135,6 +135,17 @@ def sync_rate(*, sync: Sync) -> float:
     return conf.rates().get(sync.name, sync.per_second)
 
 
+def host_rate(*, host: str) -> float:
+    """The budget of the remote ``host``, shared by every sync that calls it (one slot key per
+    host): the lowest of theirs. Each used its own, so the host saw the sum."""
+    rates = [
+        rate
+        for sync in SYNCS.values()
+        if httpx.URL(sync_url(sync=sync)).host == host and (rate := sync_rate(sync=sync)) > 0
+    ]
+    return min(rates, default=0.0)
+
+
 # --- the HTTP client: one per worker process ------------------------------------------------------
 
 _client: httpx.Client | None = None
@@ -187,7 +198,7 @@ def page_fetch(*, sync: Sync, cursor: Cursor, client: httpx.Client | None = None
     where = f"sync {sync.name}, {sync.pagination.label(cursor)}"
     client = client or client_get()
     host = httpx.URL(url).host
-    rate = sync_rate(sync=sync)
+    rate = host_rate(host=host)
     rate_wait(key=f"syncs:{host}", per_second=rate / (1 + conf.rate_jitter()) if rate > 0 else 0)
     try:
         with client.stream(

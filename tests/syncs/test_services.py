@@ -276,3 +276,25 @@ def test_a_copy_of_the_same_job_running_meanwhile_stops_at_its_next_page_and_wri
     state = SyncState.objects.get(name="contacts")
     assert (state.pages, state.created, state.job_id) == (30, 300, "job-1")
     assert state.finished_at is not None and Contact.objects.count() == 300
+
+
+def test_syncs_of_one_host_share_its_lowest_budget(
+    api: RemoteApi, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """Each sync spaced its requests by its own budget on the host's one slot, so a host called
+    by a sync at 5 per second and one at 20 saw up to 20."""
+    from dataclasses import replace
+
+    from app.models import RateSlot
+
+    fast = replace(CONTACTS, name="contacts_fast", per_second=20.0)
+    monkeypatch.setitem(SYNCS, "contacts_fast", fast)
+    settings.SYNCS_REMOTES = {"contacts": api.url, "contacts_fast": api.url}
+    settings.SYNCS_RATES = {"contacts": 5, "contacts_fast": 20}
+    settings.SYNCS_RATE_JITTER = 0
+    page_fetch(sync=fast, cursor=1)
+    first = RateSlot.objects.get(key="syncs:127.0.0.1").next_at
+    page_fetch(sync=fast, cursor=2)
+    spacing = RateSlot.objects.get(key="syncs:127.0.0.1").next_at - first
+    assert spacing == pytest.approx(1 / 5, abs=0.05)  # was 1/20
+    assert services.host_rate(host="127.0.0.1") == 5
