@@ -1,9 +1,10 @@
 """Sync jobs, on the ``api`` queue (config/queues.py routes ``tasks.syncs.*`` there). Start one
 with ``POST /api/syncs/`` or ``services.sync_start``; the schedule below runs one periodically.
 
-One retry layer: a timeout, a broken connection or a 5xx raises TransientError, which the base
-job retries with exponential backoff and jitter; a 429 (or a 503 with Retry-After) is retried
-after the server's Retry-After instead (``self.retry(countdown=...)``). Anything else is
+One retry layer: a timeout, a broken connection or a 5xx raises TransientError, retried with
+the base job's exponential backoff and jitter (``self.backoff``); a 429 (or a 503 with
+Retry-After) after the server's Retry-After instead. Both through ``self.retry(countdown=...)``,
+which lets the run's lease be held for the wait. Anything else is
 permanent: the job is dead-lettered and the sync keeps its checkpoint for the next run."""
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ SCHEDULE: dict[str, dict[str, Any]] = {
 }
 
 
-def _retry_later(task: Task, exc: RetryLater, *, name: str, job_id: str) -> Exception:
-    """The retry the server asked for: after its Retry-After, else the base job's backoff."""
-    delay = exc.delay if exc.delay is not None else task.backoff(task.request.retries)
+def _retry_later(task: Task, exc: TransientError, *, name: str, job_id: str) -> Exception:
+    """The retry: after the server's Retry-After (a 429), else the base job's backoff and
+    jitter. The run's lease is held that much longer: a backoff can be as long as the lease, and
+    a lease that lapsed let another run take the sync beside this one (or beside its parts)."""
+    delay = exc.delay if isinstance(exc, RetryLater) and exc.delay is not None else None
+    if delay is None:
+        delay = task.backoff(task.request.retries)
     lease_extend(name=name, job_id=job_id, seconds=delay)
     return task.retry(exc=exc, countdown=delay)  # raises Retry; MaxRetriesExceeded past the last
 
@@ -56,9 +61,7 @@ def _retry(task: Task, exc: TransientError, *, name: str) -> NoReturn:
     if task.request.retries >= (task.max_retries or 0):
         lease_release(name=name, job_id=job_id, error=f"gave up: {exc}")
         raise exc
-    if isinstance(exc, RetryLater):
-        raise _retry_later(task, exc, name=name, job_id=job_id) from exc
-    raise exc  # autoretry_for: the base job's backoff and jitter
+    raise _retry_later(task, exc, name=name, job_id=job_id) from exc
 
 
 def _copy_ahead(exc: CopyAhead) -> Ignore:
@@ -101,13 +104,9 @@ def part(self: Task, name: str, job_id: str, index: int) -> dict[str, Any]:
         return part_run(name=name, job_id=job_id, index=index)
     except CopyAhead as exc:
         raise _copy_ahead(exc) from exc
-    except RetryLater as exc:
+    except TransientError as exc:  # RetryLater (a 429) too
         if self.request.retries < self.max_retries:
             raise _retry_later(self, exc, name=name, job_id=job_id) from exc
-        error = f"gave up after {self.request.retries} retries: {exc}"
-    except TransientError as exc:
-        if self.request.retries < self.max_retries:
-            raise
         error = f"gave up after {self.request.retries} retries: {exc}"
     except PermanentError as exc:
         error = str(exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from tasks.syncs.services import (
     sync_get,
     sync_run,
 )
+from tests.support import Broker
 from tests.syncs.remote import RemoteApi, remote_api
 
 pytestmark = pytest.mark.django_db
@@ -298,3 +300,35 @@ def test_syncs_of_one_host_share_its_lowest_budget(
     spacing = RateSlot.objects.get(key="syncs:127.0.0.1").next_at - first
     assert spacing == pytest.approx(1 / 5, abs=0.05)  # was 1/20
     assert services.host_rate(host="127.0.0.1") == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_backoff_retry_holds_the_runs_lease_for_its_wait(
+    broker: Broker, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a 429's retry held the lease for its wait; a 5xx's backoff (up to 600 s, as long as
+    the lease) let it lapse, and another run could take the sync beside this one."""
+    from celery.exceptions import Retry
+
+    from tasks.syncs import tasks as sync_tasks
+
+    settings.SYNCS_LEASE_SECONDS = 60
+    job_id = str(uuid.uuid4())
+    lease_take(name="contacts", job_id=job_id)
+    held = SyncState.objects.get(name="contacts").lease_until
+    assert held is not None
+    task = sync_tasks.run
+    monkeypatch.setattr(task, "retry_jitter", False)  # the backoff of retry 7: 64 s exactly
+    task.push_request(  # as the worker sets it
+        id=job_id, retries=6, args=[], kwargs={"name": "contacts"}, called_directly=False
+    )
+    try:
+        with pytest.raises(Retry) as retry:
+            sync_tasks._retry(task, TransientError("502 from the remote"), name="contacts")
+    finally:
+        task.pop_request()
+    assert retry.value.when == 64
+    extended = SyncState.objects.get(name="contacts").lease_until
+    assert extended is not None
+    assert (extended - held).total_seconds() >= 63
+    assert broker.depth("api") == 1  # the retry's message, due in 64 s
