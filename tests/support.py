@@ -133,13 +133,19 @@ class Worker:
     def stop(self) -> None:
         """Warm shutdown, as Docker and systemd (KillMode=mixed) do it: SIGTERM to the main
         process only, which lets running jobs finish and ack. Then clear any leftovers."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        process_stop(self.process)
+
+
+def process_stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the main process (started in a session of its own), up to 30 s for it to
+    finish, then SIGKILL to whatever is left of its process group."""
+    if process.poll() is None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
 
 
 @contextmanager
@@ -444,13 +450,7 @@ class Flower:
 
     def stop(self) -> None:
         """SIGTERM, as honcho, Docker and systemd stop it: Flower saves its state on the way out."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        process_stop(self.process)
 
 
 @contextmanager

@@ -378,6 +378,18 @@ def lease_take(*, name: str, job_id: str) -> Lease:
     return Lease(state, "taken")
 
 
+def _lease_answer(*, name: str, lease: Lease) -> dict[str, Any] | None:
+    """What a run returns at once for the lease it found: refused (another run holds the sync),
+    or this run's counts (it had completed); None when it goes on."""
+    if lease.outcome == "refused":
+        message = f"sync {name} is running as job {lease.state.job_id}: this run is refused"
+        logger.warning(message)
+        return {"refused": message}
+    if lease.outcome == "finished":
+        return lease.state.counts()
+    return None
+
+
 def lease_extend(*, name: str, job_id: str, seconds: float) -> None:
     """Hold the lease ``seconds`` more than usual (a retry's countdown)."""
     SyncState.objects.filter(name=name, job_id=job_id, finished_at=None).update(
@@ -418,12 +430,8 @@ def sync_run(*, name: str, job_id: str) -> dict[str, Any]:
     sync = sync_get(name=name)
     lease = lease_take(name=name, job_id=job_id)
     state = lease.state
-    if lease.outcome == "refused":
-        message = f"sync {name} is running as job {state.job_id}: this run is refused"
-        logger.warning(message)
-        return {"refused": message}
-    if lease.outcome == "finished":
-        return state.counts()
+    if (answer := _lease_answer(name=name, lease=lease)) is not None:
+        return answer
     if lease.outcome == "resumed" and state.parts:
         return {"fanned_out": state.parts}  # the parts run on; this message has nothing to do
     cursor = sync.pagination.first if state.cursor is None else state.cursor
@@ -465,12 +473,8 @@ def sync_fan_out(*, name: str, job_id: str, parts: int) -> dict[str, Any]:
         raise SyncError(f"sync {name}: fan-out needs page numbers with a page count")
     lease = lease_take(name=name, job_id=job_id)
     state = lease.state
-    if lease.outcome == "refused":
-        message = f"sync {name} is running as job {state.job_id}: this run is refused"
-        logger.warning(message)
-        return {"refused": message}
-    if lease.outcome == "finished":
-        return state.counts()
+    if (answer := _lease_answer(name=name, lease=lease)) is not None:
+        return answer
     if state.parts:  # a redelivered message: the parts were enqueued with the record of them
         return {"parts": state.parts}
     try:

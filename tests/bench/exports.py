@@ -36,22 +36,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.memory import peak_reset, peak_rss_mb
+
 RESULT_PREFIX = "RESULT "
 #: Passes of the COPY modes (a second or so each) per run; the fastest counts.
 PASSES = 5
 MODES = ("bare-copy", "csv-copy", "csv-cursor", "jsonl", "xlsx", "rss")
-
-
-def peak_reset() -> None:
-    """Forget the peak so far (Linux: 5 > /proc/self/clear_refs)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main(mode: str, rows: int) -> None:

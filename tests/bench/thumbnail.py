@@ -20,9 +20,10 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
+
+from tests.memory import peak_reset, peak_rss_mb
 
 RESULT_PREFIX = "RESULT "
 SIZE = (4000, 3000)
@@ -76,19 +77,6 @@ def ssim(a: Image.Image, b: Image.Image) -> float:
     return total / count
 
 
-def peak_reset() -> None:
-    """Forget the peak so far (Linux: 5 > /proc/self/clear_refs): the photos' generation."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory since ``peak_reset`` (VmHWM), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def reference(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     height = round(image.size[1] * WIDTH / image.size[0])
@@ -122,7 +110,7 @@ def main(mode: str, n: int) -> None:
         raise SystemExit(f"unknown mode {mode!r}: pillow, template or draft2")
     make(sources[0])  # warm-up
     gc.collect()
-    peak_reset()
+    peak_reset()  # the photos' generation is not the resize's
     started = time.perf_counter()
     outputs = [make(sources[i % SOURCES]) for i in range(n)]
     seconds = time.perf_counter() - started

@@ -8,12 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-
-def _status(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise LookupError(field)
+from tests.memory import peak_reset, peak_rss_mb, rss_mb
 
 
 def main(path: str) -> None:
@@ -24,10 +19,10 @@ def main(path: str) -> None:
     from tasks.images.services import image_variants_make
 
     data = Path(path).read_bytes()
-    Path("/proc/self/clear_refs").write_text("5")  # the peak starts over from here
-    before = _status("VmRSS")
+    peak_reset()
+    before = rss_mb()
     image_variants_make(data=data, variants={"small": {"width": 200, "format": "PNG"}})
-    print(round(_status("VmHWM") - before, 1))
+    print(round(peak_rss_mb() - before, 1))
 
 
 if __name__ == "__main__":
